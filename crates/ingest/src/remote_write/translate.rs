@@ -1,0 +1,354 @@
+use miru_model::{
+    Exemplar, Label, Labels, MetricMetadata, MetricType, Sample, SeriesWrite, WriteBatch,
+};
+use prost::Message;
+
+use super::{proto_v1, proto_v2};
+use crate::body::{BodyError, decode_snappy};
+
+/// Why a remote write body could not be turned into a batch. Every variant
+/// is the sender's fault (a 4xx): senders must not retry it.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteWriteError {
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error("malformed protobuf {message}: {source}")]
+    Protobuf {
+        message: &'static str,
+        source: prost::DecodeError,
+    },
+    #[error("series {series}: {what}")]
+    Labels { series: usize, what: String },
+    #[error("symbols[0] must be the empty string, got {0:?}")]
+    FirstSymbolNotEmpty(String),
+    #[error(
+        "series {series}: {what} reference {reference} is out of range (symbols table has {len} entries)"
+    )]
+    SymbolRef {
+        series: usize,
+        what: &'static str,
+        reference: u32,
+        len: usize,
+    },
+    #[error("series {series}: {what} has an odd number of label references ({count})")]
+    OddLabelRefs {
+        series: usize,
+        what: &'static str,
+        count: usize,
+    },
+}
+
+/// Decodes a snappy-compressed `prometheus.WriteRequest`.
+pub fn decode_v1(body: &[u8], max_decompressed: usize) -> Result<WriteBatch, RemoteWriteError> {
+    let raw = decode_snappy(body, max_decompressed)?;
+    let req = proto_v1::WriteRequest::decode(raw.as_slice()).map_err(|source| {
+        RemoteWriteError::Protobuf {
+            message: "prometheus.WriteRequest",
+            source,
+        }
+    })?;
+    let mut batch = WriteBatch::default();
+    batch.series.reserve(req.timeseries.len());
+    for (i, ts) in req.timeseries.into_iter().enumerate() {
+        let labels = checked_labels(
+            i,
+            ts.labels
+                .iter()
+                .map(|l| (l.name.as_str(), l.value.as_str())),
+        )?;
+        batch.histogram_count += ts.histograms.len();
+        let samples = ts
+            .samples
+            .iter()
+            .map(|s| Sample {
+                timestamp_ms: s.timestamp,
+                value: s.value,
+            })
+            .collect();
+        let mut exemplars = Vec::with_capacity(ts.exemplars.len());
+        for e in &ts.exemplars {
+            exemplars.push(Exemplar {
+                labels: checked_labels(
+                    i,
+                    e.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
+                )
+                .map_err(|e| exemplar_context(i, e))?,
+                value: e.value,
+                timestamp_ms: e.timestamp,
+            });
+        }
+        batch.series.push(SeriesWrite {
+            labels,
+            samples,
+            exemplars,
+        });
+    }
+    batch.metadata = req
+        .metadata
+        .into_iter()
+        .map(|m| MetricMetadata {
+            metric_family: m.metric_family_name,
+            metric_type: metric_type(m.r#type),
+            help: m.help,
+            unit: m.unit,
+        })
+        .collect();
+    Ok(batch)
+}
+
+/// Decodes a snappy-compressed `io.prometheus.write.v2.Request`.
+pub fn decode_v2(body: &[u8], max_decompressed: usize) -> Result<WriteBatch, RemoteWriteError> {
+    let raw = decode_snappy(body, max_decompressed)?;
+    let req =
+        proto_v2::Request::decode(raw.as_slice()).map_err(|source| RemoteWriteError::Protobuf {
+            message: "io.prometheus.write.v2.Request",
+            source,
+        })?;
+    let symbols = &req.symbols;
+    if let Some(first) = symbols.first()
+        && !first.is_empty()
+    {
+        return Err(RemoteWriteError::FirstSymbolNotEmpty(first.clone()));
+    }
+    let sym = |series: usize, what: &'static str, r: u32| -> Result<&str, RemoteWriteError> {
+        symbols
+            .get(r as usize)
+            .map(String::as_str)
+            .ok_or(RemoteWriteError::SymbolRef {
+                series,
+                what,
+                reference: r,
+                len: symbols.len(),
+            })
+    };
+    let resolve = |series: usize, what: &'static str, refs: &[u32]| {
+        if !refs.len().is_multiple_of(2) {
+            return Err(RemoteWriteError::OddLabelRefs {
+                series,
+                what,
+                count: refs.len(),
+            });
+        }
+        let mut pairs = Vec::with_capacity(refs.len() / 2);
+        for pair in refs.chunks_exact(2) {
+            pairs.push((sym(series, what, pair[0])?, sym(series, what, pair[1])?));
+        }
+        Ok(pairs)
+    };
+    let mut batch = WriteBatch::default();
+    batch.series.reserve(req.timeseries.len());
+    for (i, ts) in req.timeseries.iter().enumerate() {
+        let labels = checked_labels(i, resolve(i, "labels", &ts.labels_refs)?.into_iter())?;
+        batch.histogram_count += ts.histograms.len();
+        let mut exemplars = Vec::with_capacity(ts.exemplars.len());
+        for e in &ts.exemplars {
+            let pairs = resolve(i, "exemplar labels", &e.labels_refs)?;
+            exemplars.push(Exemplar {
+                labels: checked_labels(i, pairs.into_iter()).map_err(|e| exemplar_context(i, e))?,
+                value: e.value,
+                timestamp_ms: e.timestamp,
+            });
+        }
+        if let Some(md) = &ts.metadata
+            && (md.r#type != 0 || md.help_ref != 0 || md.unit_ref != 0)
+            && let Some(name) = labels.metric_name()
+        {
+            batch.metadata.push(MetricMetadata {
+                metric_family: name.to_string(),
+                metric_type: metric_type(md.r#type),
+                help: sym(i, "metadata help", md.help_ref)?.to_string(),
+                unit: sym(i, "metadata unit", md.unit_ref)?.to_string(),
+            });
+        }
+        batch.series.push(SeriesWrite {
+            labels,
+            samples: ts
+                .samples
+                .iter()
+                .map(|s| Sample {
+                    timestamp_ms: s.timestamp,
+                    value: s.value,
+                })
+                .collect(),
+            exemplars,
+        });
+    }
+    Ok(batch)
+}
+
+fn exemplar_context(series: usize, e: RemoteWriteError) -> RemoteWriteError {
+    match e {
+        RemoteWriteError::Labels { what, .. } => RemoteWriteError::Labels {
+            series,
+            what: format!("exemplar: {what}"),
+        },
+        other => other,
+    }
+}
+
+/// Builds labels while checking what only the wire order can show:
+/// names must be strictly increasing (sorted, no duplicates), as Mimir
+/// requires. Empty values are dropped, as Prometheus drops them.
+fn checked_labels<'a>(
+    series: usize,
+    pairs: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<Labels, RemoteWriteError> {
+    let mut out: Vec<Label> = Vec::new();
+    let mut prev: Option<&str> = None;
+    for (name, value) in pairs {
+        if let Some(p) = prev {
+            if name == p {
+                return Err(RemoteWriteError::Labels {
+                    series,
+                    what: format!("duplicate label name {name:?}"),
+                });
+            }
+            if name < p {
+                return Err(RemoteWriteError::Labels {
+                    series,
+                    what: format!("labels are not sorted: {name:?} comes after {p:?}"),
+                });
+            }
+        }
+        prev = Some(name);
+        if !value.is_empty() {
+            out.push(Label::new(name, value));
+        }
+    }
+    Ok(Labels::from_sorted(out))
+}
+
+fn metric_type(t: i32) -> MetricType {
+    match t {
+        1 => MetricType::Counter,
+        2 => MetricType::Gauge,
+        3 => MetricType::Histogram,
+        4 => MetricType::GaugeHistogram,
+        5 => MetricType::Summary,
+        6 => MetricType::Info,
+        7 => MetricType::StateSet,
+        _ => MetricType::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote_write::encode_v1_for_tests;
+
+    fn label(n: &str, v: &str) -> proto_v1::Label {
+        proto_v1::Label {
+            name: n.into(),
+            value: v.into(),
+        }
+    }
+
+    #[test]
+    fn v1_round_trip() {
+        let req = proto_v1::WriteRequest {
+            timeseries: vec![proto_v1::TimeSeries {
+                labels: vec![label("__name__", "up"), label("job", "node")],
+                samples: vec![proto_v1::Sample {
+                    value: 1.0,
+                    timestamp: 1000,
+                }],
+                exemplars: vec![proto_v1::Exemplar {
+                    labels: vec![label("trace_id", "abc")],
+                    value: 1.0,
+                    timestamp: 1000,
+                }],
+                histograms: vec![],
+            }],
+            metadata: vec![proto_v1::MetricMetadata {
+                r#type: 2,
+                metric_family_name: "up".into(),
+                help: "h".into(),
+                unit: "".into(),
+            }],
+        };
+        let b = decode_v1(&encode_v1_for_tests(&req), 1 << 20).unwrap();
+        assert_eq!(b.series.len(), 1);
+        assert_eq!(b.series[0].labels.get("job"), Some("node"));
+        assert_eq!(b.series[0].exemplars[0].labels.get("trace_id"), Some("abc"));
+        assert_eq!(b.metadata[0].metric_type, MetricType::Gauge);
+    }
+
+    #[test]
+    fn v1_rejects_unsorted_and_duplicate() {
+        for (labels, want) in [
+            (vec![label("b", "1"), label("a", "1")], "not sorted"),
+            (
+                vec![label("a", "1"), label("a", "2")],
+                "duplicate label name \"a\"",
+            ),
+        ] {
+            let req = proto_v1::WriteRequest {
+                timeseries: vec![proto_v1::TimeSeries {
+                    labels,
+                    ..Default::default()
+                }],
+                metadata: vec![],
+            };
+            let err = decode_v1(&encode_v1_for_tests(&req), 1 << 20).unwrap_err();
+            assert!(err.to_string().contains(want), "{err}");
+            assert!(err.to_string().starts_with("series 0"), "{err}");
+        }
+    }
+
+    #[test]
+    fn v1_rejects_garbage() {
+        let err = decode_v1(b"not snappy at all", 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("snappy"), "{err}");
+        let bad_proto = snap::raw::Encoder::new()
+            .compress_vec(&[0xff, 0xff, 0xff])
+            .unwrap();
+        let err = decode_v1(&bad_proto, 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("malformed protobuf"), "{err}");
+    }
+
+    #[test]
+    fn v2_resolves_symbols() {
+        let req = proto_v2::Request {
+            symbols: vec![
+                "".into(),
+                "__name__".into(),
+                "up".into(),
+                "job".into(),
+                "n".into(),
+                "help me".into(),
+            ],
+            timeseries: vec![proto_v2::TimeSeries {
+                labels_refs: vec![1, 2, 3, 4],
+                samples: vec![proto_v2::Sample {
+                    value: 2.0,
+                    timestamp: 5,
+                    start_timestamp: 0,
+                }],
+                metadata: Some(proto_v2::Metadata {
+                    r#type: 1,
+                    help_ref: 5,
+                    unit_ref: 0,
+                }),
+                ..Default::default()
+            }],
+        };
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&req.encode_to_vec())
+            .unwrap();
+        let b = decode_v2(&body, 1 << 20).unwrap();
+        assert_eq!(b.series[0].labels.to_string(), "up{job=\"n\"}");
+        assert_eq!(b.metadata[0].help, "help me");
+        assert_eq!(b.metadata[0].metric_type, MetricType::Counter);
+
+        let mut bad = req.clone();
+        bad.timeseries[0].labels_refs = vec![1, 99];
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&bad.encode_to_vec())
+            .unwrap();
+        let err = decode_v2(&body, 1 << 20).unwrap_err();
+        assert!(
+            err.to_string().contains("reference 99 is out of range"),
+            "{err}"
+        );
+    }
+}

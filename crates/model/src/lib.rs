@@ -1,0 +1,19 @@
+//! Shared vocabulary of miru: tenants, labels, matchers, samples and the
+//! error kinds every stage maps its errors onto. No I/O lives here.
+//!
+//! Input: nothing. Output: types used by `ingest`, `storage` and `server`.
+
+mod error;
+mod labels;
+mod matcher;
+mod sample;
+mod tenant;
+
+pub use error::ErrorKind;
+pub use labels::{Label, Labels, LabelsBuilder, METRIC_NAME};
+pub use matcher::{MatchOp, Matcher, MatcherError, matches_all};
+pub use sample::{
+    Exemplar, MetricMetadata, MetricType, STALE_NAN_BITS, Sample, SeriesWrite, WriteBatch,
+    is_stale_nan,
+};
+pub use tenant::{TenantError, TenantId};

@@ -1,0 +1,116 @@
+//! The list of parts per tenant, rebuilt at start-up by listing the object
+//! store (part keys carry all the catalog needs) and kept in memory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use miru_model::TenantId;
+use object_store::{ObjectStore, ObjectStoreExt, path::Path};
+
+/// Suffix of the note a compaction leaves beside its output, listing the
+/// parts it replaced, until those are deleted.
+pub(crate) const REPLACES_SUFFIX: &str = ".replaces";
+
+use crate::part::PartName;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartEntry {
+    pub name: PartName,
+    pub size: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Catalog {
+    parts: BTreeMap<TenantId, Vec<PartEntry>>,
+}
+
+impl Catalog {
+    pub(crate) async fn load(store: &Arc<dyn ObjectStore>) -> Result<Catalog, object_store::Error> {
+        let mut c = Catalog::default();
+        let mut replaces = Vec::new();
+        let mut list = store.list(None);
+        while let Some(meta) = list.try_next().await? {
+            let key = meta.location.as_ref();
+            if let Some(name) = PartName::parse(key) {
+                c.add(PartEntry {
+                    name,
+                    size: meta.size,
+                });
+            } else if key.ends_with(REPLACES_SUFFIX) {
+                replaces.push(meta.location.clone());
+            }
+        }
+        // A compaction that finished writing its part may have died before
+        // deleting its sources: its `.replaces` note names them.
+        for note in replaces {
+            let body = store.get(&note).await?.bytes().await?;
+            let sources: Vec<String> = serde_json::from_slice(&body).unwrap_or_default();
+            for key in sources {
+                if let Some(name) = PartName::parse(&key) {
+                    c.remove(&name);
+                    match store.delete(&Path::from(key)).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            store.delete(&note).await?;
+        }
+        Ok(c)
+    }
+
+    pub(crate) fn add(&mut self, e: PartEntry) {
+        let v = self.parts.entry(e.name.tenant.clone()).or_default();
+        v.push(e);
+        v.sort_by(|a, b| a.name.id.cmp(&b.name.id));
+    }
+
+    pub(crate) fn remove(&mut self, name: &PartName) {
+        if let Some(v) = self.parts.get_mut(&name.tenant) {
+            v.retain(|e| &e.name != name);
+        }
+    }
+
+    /// Parts of a tenant overlapping `[mint, maxt]`, oldest first (by
+    /// creation), so that later data wins when timestamps collide.
+    pub(crate) fn overlapping(&self, tenant: &TenantId, mint: i64, maxt: i64) -> Vec<PartEntry> {
+        self.parts
+            .get(tenant)
+            .map(|v| {
+                v.iter()
+                    .filter(|e| e.name.overlaps(mint, maxt))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn tenant_parts(&self, tenant: &TenantId) -> Vec<PartEntry> {
+        self.parts.get(tenant).cloned().unwrap_or_default()
+    }
+
+    pub(crate) fn tenants(&self) -> Vec<TenantId> {
+        self.parts.keys().cloned().collect()
+    }
+
+    /// For each tenant and day, the newest WAL segment whose data is
+    /// complete in parts; replay skips samples covered by it.
+    pub(crate) fn flushed_through(&self) -> HashMap<(TenantId, i64), u64> {
+        let mut m: HashMap<(TenantId, i64), u64> = HashMap::new();
+        for (t, parts) in &self.parts {
+            for p in parts {
+                let e = m.entry((t.clone(), p.name.day_start_ms)).or_default();
+                *e = (*e).max(p.name.wal_segment);
+            }
+        }
+        m
+    }
+
+    pub(crate) fn stats(&self) -> Vec<(TenantId, usize, u64)> {
+        self.parts
+            .iter()
+            .map(|(t, v)| (t.clone(), v.len(), v.iter().map(|e| e.size).sum()))
+            .collect()
+    }
+}

@@ -1,0 +1,300 @@
+use miru_model::{Exemplar, MetricMetadata, Sample, SeriesWrite, WriteBatch};
+
+use super::TenantHead;
+use crate::wal::RecordBuf;
+
+/// Why the head refused a sample or exemplar (validation happened before).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum RejectReason {
+    /// Older than the newest sample of its series by more than the window.
+    OutOfOrder,
+    /// Same timestamp as the newest sample, different value.
+    DuplicateTimestamp,
+    /// Creating the series would exceed the tenant's series limit.
+    SeriesLimit,
+}
+
+impl RejectReason {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::OutOfOrder => "sample_out_of_order",
+            RejectReason::DuplicateTimestamp => "sample_duplicate_timestamp",
+            RejectReason::SeriesLimit => "per_user_series_limit",
+        }
+    }
+}
+
+/// What one append did.
+#[derive(Debug, Default)]
+pub(crate) struct AppendOutcome {
+    pub(crate) samples_accepted: u64,
+    pub(crate) exemplars_accepted: u64,
+    /// Identical re-sends of the newest sample: dropped silently, as
+    /// Prometheus does, so that retries are idempotent.
+    pub(crate) samples_deduplicated: u64,
+    pub(crate) exemplars_dropped: u64,
+    pub(crate) rejected: Vec<(RejectReason, u64)>,
+    pub(crate) first_error: Option<(RejectReason, String)>,
+}
+
+impl AppendOutcome {
+    fn reject(&mut self, reason: RejectReason, n: u64, msg: impl FnOnce() -> String) {
+        if n == 0 {
+            return;
+        }
+        if self.first_error.is_none() {
+            self.first_error = Some((reason, msg()));
+        }
+        match self.rejected.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, c)) => *c += n,
+            None => self.rejected.push((reason, n)),
+        }
+    }
+}
+
+/// Limits the head applies itself (the rest is checked in `ingest`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeadLimits {
+    pub(crate) max_series: u64,
+    pub(crate) out_of_order_window_ms: i64,
+    pub(crate) max_exemplars: usize,
+    pub(crate) series_limit_name: &'static str,
+}
+
+impl TenantHead {
+    /// Applies a validated batch and returns the WAL records that make it
+    /// durable. The caller must enqueue them before releasing the head.
+    pub(crate) fn append(
+        &mut self,
+        batch: WriteBatch,
+        limits: HeadLimits,
+        segment: u64,
+        now_s: u64,
+    ) -> (RecordBuf, AppendOutcome) {
+        let mut out = AppendOutcome::default();
+        let mut new_series = Vec::new();
+        let mut samples_rec: Vec<(u32, Sample)> = Vec::with_capacity(batch.sample_count());
+        let mut exemplars_rec: Vec<(u32, Exemplar)> = Vec::new();
+        for (
+            i,
+            SeriesWrite {
+                labels,
+                samples,
+                exemplars,
+            },
+        ) in batch.series.into_iter().enumerate()
+        {
+            let Some(id) = self.get_or_create(&labels, limits.max_series, now_s) else {
+                out.reject(
+                    RejectReason::SeriesLimit,
+                    samples.len() as u64,
+                    || {
+                        format!(
+                            "series {i} ({labels}): per-tenant series limit of {} exceeded ({}); reduce the number of series or ask for a higher limit",
+                            limits.max_series, limits.series_limit_name
+                        )
+                    },
+                );
+                out.exemplars_dropped += exemplars.len() as u64;
+                continue;
+            };
+            let st = self
+                .series
+                .get_mut(&id)
+                .expect("BUG: series id without state");
+            st.last_append_s = now_s;
+            if st.logged_in_segment != segment {
+                st.logged_in_segment = segment;
+                new_series.push(id);
+            }
+            let buf = self.active.entry(id).or_default();
+            for s in samples {
+                let bits = s.value.to_bits();
+                if s.timestamp_ms > st.max_ts {
+                    st.max_ts = s.timestamp_ms;
+                    st.last_value_bits = bits;
+                } else if s.timestamp_ms == st.max_ts {
+                    if bits == st.last_value_bits {
+                        out.samples_deduplicated += 1;
+                        continue;
+                    }
+                    out.reject(RejectReason::DuplicateTimestamp, 1, || {
+                        format!(
+                            "series {i} ({labels}): duplicate sample for timestamp {} with a different value",
+                            s.timestamp_ms
+                        )
+                    });
+                    continue;
+                } else if s.timestamp_ms < st.max_ts.saturating_sub(limits.out_of_order_window_ms)
+                    || limits.out_of_order_window_ms == 0
+                {
+                    out.reject(RejectReason::OutOfOrder, 1, || {
+                        format!(
+                            "series {i} ({labels}): out of order sample: timestamp {} is older than the newest sample {} by more than the out-of-order window ({}s)",
+                            s.timestamp_ms,
+                            st.max_ts,
+                            limits.out_of_order_window_ms / 1000
+                        )
+                    });
+                    continue;
+                }
+                buf.push(s);
+                samples_rec.push((id, s));
+                out.samples_accepted += 1;
+            }
+            if buf.is_empty() {
+                self.active.remove(&id);
+            }
+            for e in exemplars {
+                let st = self
+                    .series
+                    .get_mut(&id)
+                    .expect("BUG: series id without state");
+                if limits.max_exemplars == 0 || e.timestamp_ms <= st.max_exemplar_ts {
+                    // Prometheus drops out-of-order and repeated exemplars
+                    // without failing the request.
+                    out.exemplars_dropped += 1;
+                    continue;
+                }
+                st.max_exemplar_ts = e.timestamp_ms;
+                exemplars_rec.push((id, e.clone()));
+                self.push_exemplar(id, e, limits.max_exemplars);
+                out.exemplars_accepted += 1;
+            }
+        }
+        self.active_samples += out.samples_accepted as usize;
+        for m in &batch.metadata {
+            self.metadata.insert(m.metric_family.clone(), m.clone());
+        }
+        let mut rec = RecordBuf::default();
+        let series_refs: Vec<(u32, &miru_model::Labels)> = new_series
+            .iter()
+            .map(|id| (*id, &self.series[id].labels))
+            .collect();
+        rec.series(&self.tenant, &series_refs);
+        rec.samples(&self.tenant, &samples_rec);
+        let ex_refs: Vec<(u32, &Exemplar)> = exemplars_rec.iter().map(|(id, e)| (*id, e)).collect();
+        rec.exemplars(&self.tenant, &ex_refs);
+        rec.metadata(&self.tenant, &batch.metadata);
+        (rec, out)
+    }
+
+    fn push_exemplar(&mut self, id: u32, e: Exemplar, max: usize) {
+        while self.exemplars.len() >= max {
+            self.exemplars.pop_front();
+        }
+        self.exemplars.push_back((id, e));
+    }
+
+    /// Replays a series definition from the WAL; returns the head id.
+    pub(crate) fn replay_series(&mut self, labels: &miru_model::Labels, now_s: u64) -> u32 {
+        self.get_or_create(labels, 0, now_s)
+            .expect("BUG: unlimited series creation failed")
+    }
+
+    /// Replays samples already acknowledged once: no limit checks, only
+    /// exact duplicates (a retried request replayed twice) are dropped.
+    pub(crate) fn replay_sample(&mut self, id: u32, s: Sample) {
+        let Some(st) = self.series.get_mut(&id) else {
+            return;
+        };
+        let bits = s.value.to_bits();
+        if s.timestamp_ms == st.max_ts && bits == st.last_value_bits {
+            return;
+        }
+        if s.timestamp_ms > st.max_ts {
+            st.max_ts = s.timestamp_ms;
+            st.last_value_bits = bits;
+        }
+        self.active.entry(id).or_default().push(s);
+        self.active_samples += 1;
+    }
+
+    pub(crate) fn replay_exemplar(&mut self, id: u32, e: Exemplar, max: usize) {
+        if max == 0 {
+            return;
+        }
+        if let Some(st) = self.series.get_mut(&id) {
+            st.max_exemplar_ts = st.max_exemplar_ts.max(e.timestamp_ms);
+            self.push_exemplar(id, e, max);
+        }
+    }
+
+    pub(crate) fn replay_metadata(&mut self, m: MetricMetadata) {
+        self.metadata.insert(m.metric_family.clone(), m);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use miru_model::{Labels, TenantId};
+
+    fn batch(ts_vals: &[(i64, f64)]) -> WriteBatch {
+        WriteBatch {
+            series: vec![SeriesWrite {
+                labels: Labels::from_pairs([("__name__", "m")]),
+                samples: ts_vals
+                    .iter()
+                    .map(|&(timestamp_ms, value)| Sample {
+                        timestamp_ms,
+                        value,
+                    })
+                    .collect(),
+                exemplars: vec![],
+            }],
+            ..Default::default()
+        }
+    }
+
+    const LIMITS: HeadLimits = HeadLimits {
+        max_series: 1,
+        out_of_order_window_ms: 0,
+        max_exemplars: 10,
+        series_limit_name: "max_global_series_per_user",
+    };
+
+    #[test]
+    fn prometheus_duplicate_and_order_semantics() {
+        let mut h = TenantHead::new(TenantId::anonymous());
+        let (_, o) = h.append(batch(&[(10, 1.0), (20, 2.0)]), LIMITS, 1, 0);
+        assert_eq!(o.samples_accepted, 2);
+        let (rec, o) = h.append(batch(&[(20, 2.0)]), LIMITS, 1, 0);
+        assert_eq!((o.samples_accepted, o.samples_deduplicated), (0, 1));
+        assert!(o.first_error.is_none());
+        assert!(
+            rec.is_empty()
+                || rec
+                    .records
+                    .iter()
+                    .all(|(k, _)| *k != crate::wal::record_kind_samples())
+        );
+        let (_, o) = h.append(batch(&[(20, 3.0), (5, 1.0), (30, 1.0)]), LIMITS, 1, 0);
+        assert_eq!(o.samples_accepted, 1);
+        assert_eq!(
+            o.rejected,
+            vec![
+                (RejectReason::DuplicateTimestamp, 1),
+                (RejectReason::OutOfOrder, 1)
+            ]
+        );
+        let mut other = batch(&[(1, 1.0)]);
+        other.series[0].labels = Labels::from_pairs([("__name__", "other")]);
+        let (_, o) = h.append(other, LIMITS, 1, 0);
+        assert_eq!(o.rejected, vec![(RejectReason::SeriesLimit, 1)]);
+        assert!(o.first_error.unwrap().1.contains("series limit of 1"));
+    }
+
+    #[test]
+    fn out_of_order_window_accepts_recent() {
+        let mut h = TenantHead::new(TenantId::anonymous());
+        let l = HeadLimits {
+            out_of_order_window_ms: 100,
+            ..LIMITS
+        };
+        h.append(batch(&[(1000, 1.0)]), l, 1, 0);
+        let (_, o) = h.append(batch(&[(950, 1.0), (850, 1.0)]), l, 1, 0);
+        assert_eq!(o.samples_accepted, 1);
+        assert_eq!(o.rejected, vec![(RejectReason::OutOfOrder, 1)]);
+    }
+}

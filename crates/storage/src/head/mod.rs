@@ -1,0 +1,213 @@
+//! The in-memory head of one tenant: the series index (labels, postings),
+//! the samples written since the last cut, exemplars and metadata. Data is
+//! queryable as soon as it is appended. Split by direction: `append`
+//! (write path and WAL replay), `read` (selection for queries), `cut`
+//! (freezing samples into immutable generations for part writing).
+
+mod append;
+mod cut;
+mod read;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use miru_model::{Exemplar, Labels, LabelsBuilder, MetricMetadata, Sample, TenantId};
+
+pub(crate) use append::{HeadLimits, RejectReason};
+pub(crate) use cut::Frozen;
+
+/// Per-series state kept while the series is in the head.
+#[derive(Debug)]
+struct SeriesState {
+    labels: Labels,
+    /// Newest timestamp appended; the base of out-of-order checks.
+    max_ts: i64,
+    /// Value at `max_ts`, to tell a harmless duplicate from a conflict.
+    last_value_bits: u64,
+    /// WAL segment in which this series' `Series` record was last written.
+    logged_in_segment: u64,
+    /// Wall-clock second of the last append, for idle-series removal.
+    last_append_s: u64,
+    /// Newest exemplar timestamp, for exemplar ordering.
+    max_exemplar_ts: i64,
+}
+
+/// The head of one tenant.
+#[derive(Debug)]
+pub(crate) struct TenantHead {
+    tenant: TenantId,
+    symbols: HashSet<Arc<str>>,
+    by_labels: HashMap<Labels, u32>,
+    series: HashMap<u32, SeriesState>,
+    /// name -> value -> ascending series ids.
+    postings: HashMap<Arc<str>, HashMap<Arc<str>, Vec<u32>>>,
+    next_id: u32,
+    /// Samples appended since the last cut, by series id, in arrival order.
+    active: HashMap<u32, Vec<Sample>>,
+    active_samples: usize,
+    /// Cut generations not yet persisted as parts, oldest first.
+    frozen: Vec<Arc<Frozen>>,
+    exemplars: VecDeque<(u32, Exemplar)>,
+    metadata: HashMap<String, MetricMetadata>,
+}
+
+impl TenantHead {
+    pub(crate) fn new(tenant: TenantId) -> Self {
+        TenantHead {
+            tenant,
+            symbols: HashSet::new(),
+            by_labels: HashMap::new(),
+            series: HashMap::new(),
+            postings: HashMap::new(),
+            next_id: 1,
+            active: HashMap::new(),
+            active_samples: 0,
+            frozen: Vec::new(),
+            exemplars: VecDeque::new(),
+            metadata: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    pub(crate) fn series_count(&self) -> usize {
+        self.series.len()
+    }
+
+    pub(crate) fn active_samples(&self) -> usize {
+        self.active_samples
+    }
+
+    fn intern(&mut self, s: &Arc<str>) -> Arc<str> {
+        if let Some(x) = self.symbols.get(s) {
+            return Arc::clone(x);
+        }
+        self.symbols.insert(Arc::clone(s));
+        Arc::clone(s)
+    }
+
+    /// Finds or creates a series. `None` when creating it would pass `max_series`.
+    fn get_or_create(&mut self, labels: &Labels, max_series: u64, now_s: u64) -> Option<u32> {
+        if let Some(&id) = self.by_labels.get(labels) {
+            return Some(id);
+        }
+        if max_series > 0 && self.series.len() as u64 >= max_series {
+            return None;
+        }
+        let mut b = LabelsBuilder::with_capacity(labels.len());
+        for l in labels.iter() {
+            let (n, v) = (self.intern(&l.name), self.intern(&l.value));
+            b.set(n, v);
+        }
+        let labels = b.build();
+        let id = self.next_id;
+        self.next_id += 1;
+        for l in labels.iter() {
+            self.postings
+                .entry(Arc::clone(&l.name))
+                .or_default()
+                .entry(Arc::clone(&l.value))
+                .or_default()
+                .push(id);
+        }
+        self.by_labels.insert(labels.clone(), id);
+        self.series.insert(
+            id,
+            SeriesState {
+                labels,
+                max_ts: i64::MIN,
+                last_value_bits: 0,
+                logged_in_segment: 0,
+                last_append_s: now_s,
+                max_exemplar_ts: i64::MIN,
+            },
+        );
+        Some(id)
+    }
+
+    /// Drops series idle for `idle_s` seconds that hold no unpersisted
+    /// samples, so they stop counting against the series limit.
+    pub(crate) fn remove_idle_series(&mut self, now_s: u64, idle_s: u64) -> usize {
+        let in_frozen: HashSet<u32> = self
+            .frozen
+            .iter()
+            .flat_map(|f| f.series_ids.iter().copied())
+            .collect();
+        let idle: Vec<u32> = self
+            .series
+            .iter()
+            .filter(|(id, s)| {
+                now_s.saturating_sub(s.last_append_s) >= idle_s
+                    && !self.active.contains_key(id)
+                    && !in_frozen.contains(id)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if idle.is_empty() {
+            return 0;
+        }
+        let gone: HashSet<u32> = idle.iter().copied().collect();
+        for id in &idle {
+            if let Some(s) = self.series.remove(id) {
+                self.by_labels.remove(&s.labels);
+            }
+        }
+        for values in self.postings.values_mut() {
+            for ids in values.values_mut() {
+                ids.retain(|id| !gone.contains(id));
+            }
+            values.retain(|_, ids| !ids.is_empty());
+        }
+        self.postings.retain(|_, v| !v.is_empty());
+        self.exemplars.retain(|(id, _)| !gone.contains(id));
+        let live: HashSet<Arc<str>> = self
+            .series
+            .values()
+            .flat_map(|s| {
+                s.labels
+                    .iter()
+                    .flat_map(|l| [Arc::clone(&l.name), Arc::clone(&l.value)])
+            })
+            .collect();
+        self.symbols = live;
+        idle.len()
+    }
+}
+
+/// Sorts samples by time and keeps the last written of equal timestamps.
+pub(crate) fn sort_dedup(samples: &mut Vec<Sample>) {
+    if samples
+        .windows(2)
+        .all(|w| w[0].timestamp_ms < w[1].timestamp_ms)
+    {
+        return;
+    }
+    samples.sort_by_key(|s| s.timestamp_ms);
+    // After a stable sort equal timestamps keep arrival order; keep the last.
+    let mut out: Vec<Sample> = Vec::with_capacity(samples.len());
+    for s in samples.drain(..) {
+        match out.last_mut() {
+            Some(last) if last.timestamp_ms == s.timestamp_ms => *last = s,
+            _ => out.push(s),
+        }
+    }
+    *samples = out;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sort_dedup_keeps_last_written() {
+        let s = |t, v| Sample {
+            timestamp_ms: t,
+            value: v,
+        };
+        let mut v = vec![s(3, 1.0), s(1, 1.0), s(3, 2.0), s(2, 1.0)];
+        sort_dedup(&mut v);
+        assert_eq!(v, vec![s(1, 1.0), s(2, 1.0), s(3, 2.0)]);
+    }
+}

@@ -1,0 +1,327 @@
+//! Encoding of one series' samples inside a part block (format in
+//! `docs/formats/metrics-part-v1.md`, section "series chunk").
+//!
+//! Timestamps are delta-of-delta varints. Values are turned into decimal
+//! integers with one shared exponent when that round-trips exactly (most
+//! scraped values are counters, integers or short decimals), then stored as
+//! delta or delta-of-delta varints, whichever is smaller; values that do not
+//! round-trip fall back to XOR with the previous value. Non-finite values
+//! (NaN, stale markers, infinities) are kept bit-exact as exceptions. The
+//! block holding many chunks is then zstd-compressed.
+
+use miru_model::Sample;
+
+use crate::codec::{CodecError, Reader, put_uvarint, put_varint, uvarint_len, zigzag};
+
+const VALUES_XOR: u8 = 0;
+const VALUES_DECIMAL_DELTA: u8 = 1;
+const VALUES_DECIMAL_DOD: u8 = 2;
+
+/// Largest decimal exponent tried when looking for an exact integer form.
+const MAX_DECIMAL_SCALE: i32 = 12;
+/// Integers above this are not exactly representable as f64 anyway.
+const MAX_EXACT_INT: f64 = 9_007_199_254_740_992.0;
+
+/// Appends the encoding of `samples` (sorted by time, unique) to `out`.
+pub(crate) fn encode(samples: &[Sample], out: &mut Vec<u8>) {
+    debug_assert!(
+        samples
+            .windows(2)
+            .all(|w| w[0].timestamp_ms < w[1].timestamp_ms),
+        "BUG: chunk samples not strictly increasing"
+    );
+    put_uvarint(out, samples.len() as u64);
+    if samples.is_empty() {
+        return;
+    }
+    encode_timestamps(samples, out);
+    encode_values(samples, out);
+}
+
+fn encode_timestamps(samples: &[Sample], out: &mut Vec<u8>) {
+    let mut prev = samples[0].timestamp_ms;
+    put_varint(out, prev);
+    let mut prev_delta = 0i64;
+    for (i, s) in samples.iter().enumerate().skip(1) {
+        let delta = s.timestamp_ms.wrapping_sub(prev);
+        if i == 1 {
+            put_varint(out, delta);
+        } else {
+            put_varint(out, delta.wrapping_sub(prev_delta));
+        }
+        prev_delta = delta;
+        prev = s.timestamp_ms;
+    }
+}
+
+fn encode_values(samples: &[Sample], out: &mut Vec<u8>) {
+    let exceptions: Vec<usize> = samples
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.value.is_finite())
+        .map(|(i, _)| i)
+        .collect();
+    if let Some((scale, ints)) = decimal_form(samples) {
+        let delta_len: usize = ints
+            .windows(2)
+            .map(|w| uvarint_len(zigzag(w[1].wrapping_sub(w[0]))))
+            .sum();
+        let dod_len: usize = ints
+            .windows(3)
+            .map(|w| {
+                uvarint_len(zigzag(
+                    (w[2].wrapping_sub(w[1])).wrapping_sub(w[1].wrapping_sub(w[0])),
+                ))
+            })
+            .sum();
+        let use_dod = ints.len() > 2 && dod_len < delta_len;
+        out.push(if use_dod {
+            VALUES_DECIMAL_DOD
+        } else {
+            VALUES_DECIMAL_DELTA
+        });
+        put_varint(out, i64::from(scale));
+        put_exceptions(samples, &exceptions, out);
+        put_varint(out, ints[0]);
+        let mut prev_delta = 0i64;
+        for i in 1..ints.len() {
+            let delta = ints[i].wrapping_sub(ints[i - 1]);
+            if use_dod && i > 1 {
+                put_varint(out, delta.wrapping_sub(prev_delta));
+            } else {
+                put_varint(out, delta);
+            }
+            prev_delta = delta;
+        }
+    } else {
+        out.push(VALUES_XOR);
+        let mut prev = 0u64;
+        for s in samples {
+            let bits = s.value.to_bits();
+            out.extend_from_slice(&(bits ^ prev).to_le_bytes());
+            prev = bits;
+        }
+    }
+}
+
+fn put_exceptions(samples: &[Sample], exceptions: &[usize], out: &mut Vec<u8>) {
+    put_uvarint(out, exceptions.len() as u64);
+    let mut prev = 0usize;
+    for &i in exceptions {
+        put_uvarint(out, (i - prev) as u64);
+        out.extend_from_slice(&samples[i].value.to_bits().to_le_bytes());
+        prev = i;
+    }
+}
+
+/// Finds the smallest scale `k` such that every finite value equals
+/// `m / 10^k` for an integer `m`, and returns the integers. Non-finite
+/// values take the previous integer (they are stored as exceptions).
+fn decimal_form(samples: &[Sample]) -> Option<(i32, Vec<i64>)> {
+    let mut scale = 0i32;
+    for s in samples.iter().filter(|s| s.value.is_finite()) {
+        while !exact_at(s.value, scale) {
+            scale += 1;
+            if scale > MAX_DECIMAL_SCALE {
+                return None;
+            }
+        }
+    }
+    let p = 10f64.powi(scale);
+    let mut ints = Vec::with_capacity(samples.len());
+    let mut prev = 0i64;
+    for s in samples {
+        if s.value.is_finite() {
+            let m = (s.value * p).round();
+            if m.abs() > MAX_EXACT_INT || m / p != s.value {
+                return None;
+            }
+            prev = m as i64;
+        }
+        ints.push(prev);
+    }
+    Some((scale, ints))
+}
+
+fn exact_at(v: f64, scale: i32) -> bool {
+    let p = 10f64.powi(scale);
+    let m = (v * p).round();
+    m.abs() <= MAX_EXACT_INT && m / p == v
+}
+
+/// Decodes one chunk, appending samples within `[mint, maxt]` to `out`.
+/// Returns the number of samples the chunk holds.
+pub(crate) fn decode(
+    r: &mut Reader<'_>,
+    mint: i64,
+    maxt: i64,
+    out: &mut Vec<Sample>,
+) -> Result<usize, CodecError> {
+    let n = r.len("sample count", 1 << 28)?;
+    if n == 0 {
+        return Ok(0);
+    }
+    let mut ts = Vec::with_capacity(n);
+    let mut prev = r.varint()?;
+    ts.push(prev);
+    let mut delta = 0i64;
+    for i in 1..n {
+        let d = r.varint()?;
+        delta = if i == 1 { d } else { delta.wrapping_add(d) };
+        prev = prev.wrapping_add(delta);
+        ts.push(prev);
+    }
+    let mut values = Vec::with_capacity(n);
+    match r.u8()? {
+        VALUES_XOR => {
+            let mut prev = 0u64;
+            for _ in 0..n {
+                prev ^= r.u64_le()?;
+                values.push(f64::from_bits(prev));
+            }
+        }
+        enc @ (VALUES_DECIMAL_DELTA | VALUES_DECIMAL_DOD) => {
+            let at = r.pos();
+            let scale = r.varint()?;
+            if !(0..=i64::from(MAX_DECIMAL_SCALE)).contains(&scale) {
+                return Err(CodecError::Range {
+                    what: "decimal scale",
+                    at,
+                    value: scale as u64,
+                });
+            }
+            let p = 10f64.powi(scale as i32);
+            let n_exc = r.len("exception count", n)?;
+            let mut exceptions = Vec::with_capacity(n_exc);
+            let mut idx = 0usize;
+            for _ in 0..n_exc {
+                idx = idx.saturating_add(r.len("exception index", n)?);
+                exceptions.push((idx, f64::from_bits(r.u64_le()?)));
+            }
+            let mut m = r.varint()?;
+            values.push(m as f64 / p);
+            let mut delta = 0i64;
+            for i in 1..n {
+                let d = r.varint()?;
+                delta = if enc == VALUES_DECIMAL_DOD && i > 1 {
+                    delta.wrapping_add(d)
+                } else {
+                    d
+                };
+                m = m.wrapping_add(delta);
+                values.push(m as f64 / p);
+            }
+            for (i, v) in exceptions {
+                if let Some(slot) = values.get_mut(i) {
+                    *slot = v;
+                }
+            }
+        }
+        other => {
+            return Err(CodecError::Range {
+                what: "value encoding",
+                at: r.pos() - 1,
+                value: u64::from(other),
+            });
+        }
+    }
+    out.extend(
+        ts.into_iter()
+            .zip(values)
+            .filter(|(t, _)| *t >= mint && *t <= maxt)
+            .map(|(timestamp_ms, value)| Sample {
+                timestamp_ms,
+                value,
+            }),
+    );
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use miru_model::STALE_NAN_BITS;
+    use proptest::prelude::*;
+
+    fn round_trip(samples: &[Sample]) -> Vec<Sample> {
+        let mut buf = Vec::new();
+        encode(samples, &mut buf);
+        let mut out = Vec::new();
+        let mut r = Reader::new(&buf);
+        decode(&mut r, i64::MIN, i64::MAX, &mut out).unwrap();
+        assert!(r.is_empty());
+        out
+    }
+
+    fn same_bits(a: &[Sample], b: &[Sample]) -> bool {
+        a.len() == b.len()
+            && a.iter().zip(b).all(|(x, y)| {
+                x.timestamp_ms == y.timestamp_ms && x.value.to_bits() == y.value.to_bits()
+            })
+    }
+
+    #[test]
+    fn counters_compress_small() {
+        let samples: Vec<Sample> = (0..120)
+            .map(|i| Sample {
+                timestamp_ms: 1_700_000_000_000 + i * 15_000,
+                value: (1000 + i * 37) as f64,
+            })
+            .collect();
+        let mut buf = Vec::new();
+        encode(&samples, &mut buf);
+        // One byte per timestamp and per value before zstd; regular
+        // series then compress to a small fraction of a byte per sample.
+        assert!(buf.len() <= 2 * samples.len() + 16, "{} bytes", buf.len());
+        let z = zstd::bulk::compress(&buf, 3).unwrap();
+        assert!(z.len() * 3 < samples.len(), "{} bytes after zstd", z.len());
+        assert!(same_bits(&round_trip(&samples), &samples));
+    }
+
+    #[test]
+    fn special_values_are_bit_exact() {
+        let vals = [
+            1.5,
+            f64::from_bits(STALE_NAN_BITS),
+            f64::NAN,
+            f64::INFINITY,
+            -0.25,
+            0.1,
+            1e300,
+        ];
+        let samples: Vec<Sample> = vals
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| Sample {
+                timestamp_ms: i as i64,
+                value: v,
+            })
+            .collect();
+        assert!(same_bits(&round_trip(&samples), &samples));
+        assert!(same_bits(&round_trip(&samples[..3]), &samples[..3]));
+    }
+
+    proptest! {
+        #[test]
+        fn any_series_round_trips(
+            start in -1_000_000_000_000i64..4_000_000_000_000,
+            steps in proptest::collection::vec((1i64..100_000, any::<f64>()), 0..200),
+            decimals in proptest::collection::vec(-1_000_000i64..1_000_000, 0..50),
+        ) {
+            let mut t = start;
+            let mut samples: Vec<Sample> = steps.iter().map(|&(d, v)| { t += d; Sample { timestamp_ms: t, value: v } }).collect();
+            prop_assert!(same_bits(&round_trip(&samples), &samples));
+            for (i, d) in decimals.iter().enumerate() {
+                samples.push(Sample { timestamp_ms: t + 1 + i as i64, value: *d as f64 / 100.0 });
+            }
+            let samples: Vec<Sample> = samples.into_iter().filter(|s| s.value.is_finite()).collect();
+            prop_assert!(same_bits(&round_trip(&samples), &samples));
+        }
+
+        #[test]
+        fn decoding_garbage_never_panics(b in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut out = Vec::new();
+            let _ = decode(&mut Reader::new(&b), i64::MIN, i64::MAX, &mut out);
+        }
+    }
+}

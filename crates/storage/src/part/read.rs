@@ -1,0 +1,248 @@
+use std::sync::Arc;
+
+use bytes::Bytes;
+use miru_model::{Label, Labels, Matcher, Sample, matches_all};
+use object_store::{ObjectStore, ObjectStoreExt, path::Path};
+
+use super::{FOOTER_LEN, PART_MAGIC, PART_VERSION, PartError, PartName, decode_chunk};
+use crate::codec::{CodecError, Reader};
+
+/// Largest index accepted when decompressing (guards against corrupt sizes).
+const MAX_INDEX_BYTES: u64 = 4 << 30;
+
+/// The decoded index of one part: its series and where their chunks are.
+#[derive(Debug)]
+pub struct PartIndex {
+    pub series: Vec<IndexedSeries>,
+    blocks: Vec<BlockRef>,
+    pub samples: u64,
+}
+
+#[derive(Debug)]
+pub struct IndexedSeries {
+    pub labels: Labels,
+    pub block: u32,
+    pub offset: u32,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    pub count: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct BlockRef {
+    offset: u64,
+    len: u64,
+    raw_len: u64,
+    crc: u32,
+}
+
+/// Reads a part from the object store.
+#[derive(Debug, Clone)]
+pub struct PartReader {
+    store: Arc<dyn ObjectStore>,
+    pub name: PartName,
+    pub size: u64,
+}
+
+impl PartReader {
+    pub fn new(store: Arc<dyn ObjectStore>, name: PartName, size: u64) -> Self {
+        PartReader { store, name, size }
+    }
+
+    fn corrupt(&self, what: impl Into<String>) -> PartError {
+        PartError::Corrupt {
+            path: self.name.key(),
+            what: what.into(),
+        }
+    }
+
+    fn codec(&self, source: CodecError) -> PartError {
+        PartError::Codec {
+            path: self.name.key(),
+            source,
+        }
+    }
+
+    async fn get(&self, start: u64, end: u64) -> Result<Bytes, PartError> {
+        self.store
+            .get_range(&Path::from(self.name.key()), start..end)
+            .await
+            .map_err(|source| PartError::Store {
+                path: self.name.key(),
+                source,
+            })
+    }
+
+    pub async fn read_index(&self) -> Result<PartIndex, PartError> {
+        if self.size < (PART_MAGIC.len() + FOOTER_LEN) as u64 {
+            return Err(self.corrupt(format!("file is {} bytes, too short", self.size)));
+        }
+        let footer = self.get(self.size - FOOTER_LEN as u64, self.size).await?;
+        let mut r = Reader::new(&footer);
+        let mut next = || r.u64_le();
+        let index_offset = next().map_err(|e| self.codec(e))?;
+        let index_len = next().map_err(|e| self.codec(e))?;
+        let index_raw_len = next().map_err(|e| self.codec(e))?;
+        let _min = next().map_err(|e| self.codec(e))?;
+        let _max = next().map_err(|e| self.codec(e))?;
+        let _series = next().map_err(|e| self.codec(e))?;
+        let samples = next().map_err(|e| self.codec(e))?;
+        let crc = r.u32_le().map_err(|e| self.codec(e))?;
+        let version = u16::from_le_bytes([footer[60], footer[61]]);
+        if &footer[64..72] != PART_MAGIC {
+            return Err(self.corrupt("bad magic in footer"));
+        }
+        if version != PART_VERSION {
+            return Err(self.corrupt(format!("unsupported part version {version}")));
+        }
+        if index_offset.checked_add(index_len) != Some(self.size - FOOTER_LEN as u64)
+            || index_raw_len > MAX_INDEX_BYTES
+        {
+            return Err(self.corrupt("index location out of range"));
+        }
+        let compressed = self.get(index_offset, index_offset + index_len).await?;
+        if crc32fast::hash(&compressed) != crc {
+            return Err(self.corrupt("index checksum mismatch"));
+        }
+        let raw = zstd::bulk::decompress(&compressed, index_raw_len as usize)
+            .map_err(|e| self.corrupt(format!("index decompression: {e}")))?;
+        let mut index = parse_index(&raw).map_err(|e| self.codec(e))?;
+        index.samples = samples;
+        for b in &index.blocks {
+            if b.offset
+                .checked_add(b.len)
+                .is_none_or(|end| end > index_offset)
+            {
+                return Err(self.corrupt("block location out of range"));
+            }
+        }
+        Ok(index)
+    }
+
+    /// Reads the samples of the series at `positions` (indexes into
+    /// `index.series`, ascending), within `[mint, maxt]`.
+    pub async fn read_series(
+        &self,
+        index: &PartIndex,
+        positions: &[usize],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<(Labels, Vec<Sample>)>, PartError> {
+        let mut out = Vec::with_capacity(positions.len());
+        let mut current: Option<(u32, Vec<u8>)> = None;
+        for &p in positions {
+            let s = &index.series[p];
+            if current.as_ref().is_none_or(|(b, _)| *b != s.block) {
+                current = Some((s.block, self.read_block(index, s.block).await?));
+            }
+            let (_, block) = current.as_ref().expect("BUG: block just loaded");
+            let chunk = block
+                .get(s.offset as usize..)
+                .ok_or_else(|| self.corrupt("series offset out of range"))?;
+            let mut samples = Vec::new();
+            decode_chunk(&mut Reader::new(chunk), mint, maxt, &mut samples)
+                .map_err(|e| self.codec(e))?;
+            out.push((s.labels.clone(), samples));
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn read_block(
+        &self,
+        index: &PartIndex,
+        block: u32,
+    ) -> Result<Vec<u8>, PartError> {
+        let b = *index
+            .blocks
+            .get(block as usize)
+            .ok_or_else(|| self.corrupt(format!("series refers to missing block {block}")))?;
+        let compressed = self.get(b.offset, b.offset + b.len).await?;
+        if crc32fast::hash(&compressed) != b.crc {
+            return Err(self.corrupt(format!("block {block} checksum mismatch")));
+        }
+        zstd::bulk::decompress(&compressed, b.raw_len as usize)
+            .map_err(|e| self.corrupt(format!("block {block} decompression: {e}")))
+    }
+}
+
+impl PartIndex {
+    /// Positions of series matching all matchers and overlapping the range.
+    pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<usize> {
+        self.series
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                s.min_ts <= maxt && s.max_ts >= mint && matches_all(matchers, &s.labels)
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+}
+
+fn parse_index(raw: &[u8]) -> Result<PartIndex, CodecError> {
+    let mut r = Reader::new(raw);
+    let n_sym = r.len("symbol count", raw.len())?;
+    let mut symbols: Vec<Arc<str>> = Vec::with_capacity(n_sym);
+    for _ in 0..n_sym {
+        symbols.push(r.str()?.into());
+    }
+    let n_blocks = r.len("block count", raw.len())?;
+    let mut blocks = Vec::with_capacity(n_blocks);
+    for _ in 0..n_blocks {
+        blocks.push(BlockRef {
+            offset: r.uvarint()?,
+            len: r.uvarint()?,
+            raw_len: r.len("block size", 1 << 30)? as u64,
+            crc: r.u32_le()?,
+        });
+    }
+    let n_series = r.len("series count", raw.len())?;
+    let mut series = Vec::with_capacity(n_series);
+    for _ in 0..n_series {
+        let n_labels = r.len("label count", raw.len())?;
+        let mut labels = Vec::with_capacity(n_labels);
+        for _ in 0..n_labels {
+            let name = symbol(&mut r, &symbols)?;
+            let value = symbol(&mut r, &symbols)?;
+            labels.push(Label { name, value });
+        }
+        if !labels.windows(2).all(|w| w[0].name < w[1].name) {
+            return Err(CodecError::Range {
+                what: "unsorted labels",
+                at: r.pos(),
+                value: 0,
+            });
+        }
+        let block = r.len("block", n_blocks.saturating_sub(1))? as u32;
+        let offset = r.len("offset", 1 << 30)? as u32;
+        let min_ts = r.varint()?;
+        let max_ts = min_ts.wrapping_add(r.varint()?);
+        let count = r.len("count", 1 << 30)? as u32;
+        series.push(IndexedSeries {
+            labels: Labels::from_sorted(labels),
+            block,
+            offset,
+            min_ts,
+            max_ts,
+            count,
+        });
+    }
+    Ok(PartIndex {
+        series,
+        blocks,
+        samples: 0,
+    })
+}
+
+fn symbol(r: &mut Reader<'_>, symbols: &[Arc<str>]) -> Result<Arc<str>, CodecError> {
+    let at = r.pos();
+    let i = r.uvarint()?;
+    symbols
+        .get(i as usize)
+        .map(Arc::clone)
+        .ok_or(CodecError::Range {
+            what: "symbol reference",
+            at,
+            value: i,
+        })
+}

@@ -1,0 +1,42 @@
+//! Write-ahead log: every accepted write is framed, appended to the current
+//! segment and fsync'd before the request is acknowledged. One writer
+//! thread owns the file and commits all appends that queued up while the
+//! previous fsync ran in one fsync (group commit).
+//!
+//! Format: `docs/formats/wal-v1.md`.
+
+mod record;
+mod replay;
+mod writer;
+
+pub(crate) use record::{Record, RecordBuf};
+pub(crate) use replay::replay;
+pub(crate) use writer::Wal;
+
+/// Magic at the start of every segment file.
+pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"MIRUWAL1";
+
+/// Name of segment `seq` inside the WAL directory.
+pub(crate) fn segment_file_name(seq: u64) -> String {
+    format!("{seq:020}.seg")
+}
+
+pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
+    name.strip_suffix(".seg")?.parse().ok()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    #[error("wal {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("wal writer has stopped after an earlier failure: {0}")]
+    Failed(String),
+}
+
+#[cfg(test)]
+pub(crate) fn record_kind_samples() -> u8 {
+    record::RECORD_SAMPLES
+}
