@@ -8,7 +8,9 @@ use std::io::Read;
 pub enum BodyError {
     #[error("malformed snappy block: {0}")]
     Snappy(snap::Error),
-    #[error("decompressed body is {size} bytes, over the limit of {limit} bytes")]
+    #[error(
+        "decompressed body is {size} bytes, over the limit of {limit} bytes (max_request_body_bytes)"
+    )]
     TooLarge { size: usize, limit: usize },
     #[error("malformed {encoding} body: {source}")]
     Inflate {

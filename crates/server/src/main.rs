@@ -1,1 +1,23 @@
-fn main() {}
+//! The miru binary: parses flags and config, then runs the all-in-one
+//! server or a tool subcommand.
+
+use clap::Parser;
+use miru::{app, cli};
+
+fn main() -> anyhow::Result<()> {
+    let cli = cli::Cli::parse();
+    let cfg = cli.flags.resolve()?;
+    match cli.command {
+        Some(cli::Command::Config) => {
+            print!("{}", cfg.to_yaml());
+            Ok(())
+        }
+        None | Some(cli::Command::Serve) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("miru")
+                .build()?;
+            rt.block_on(app::run(cfg))
+        }
+    }
+}

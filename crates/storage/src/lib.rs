@@ -8,6 +8,8 @@
 mod catalog;
 pub mod codec;
 mod compact;
+#[doc(hidden)]
+pub mod fuzzing;
 mod head;
 pub mod part;
 mod scan;

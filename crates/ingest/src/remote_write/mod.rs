@@ -2,12 +2,11 @@
 //! block decoding and translation of both protobuf schemas into a
 //! [`WriteBatch`](miru_model::WriteBatch).
 
-mod proto_v1;
-mod proto_v2;
+pub mod proto_v1;
+pub mod proto_v2;
 mod translate;
 
-pub use proto_v1::{WriteRequest as WriteRequestV1, encode_v1_for_tests};
-pub use proto_v2::Request as WriteRequestV2;
+pub use proto_v1::encode_v1_for_tests;
 pub use translate::{RemoteWriteError, decode_v1, decode_v2};
 
 /// Which remote write protobuf message a request carries.

@@ -61,6 +61,16 @@ pub(crate) struct HeadLimits {
     pub(crate) series_limit_name: &'static str,
 }
 
+/// How far back in a series' unpersisted samples a resend is looked for.
+const RESEND_LOOKBACK: usize = 256;
+
+fn recently_written(buf: &[Sample], ts: i64, bits: u64) -> bool {
+    buf.iter()
+        .rev()
+        .take(RESEND_LOOKBACK)
+        .any(|x| x.timestamp_ms == ts && x.value.to_bits() == bits)
+}
+
 impl TenantHead {
     /// Applies a validated batch and returns the WAL records that make it
     /// durable. The caller must enqueue them before releasing the head.
@@ -124,6 +134,12 @@ impl TenantHead {
                             s.timestamp_ms
                         )
                     });
+                    continue;
+                } else if recently_written(buf, s.timestamp_ms, bits) {
+                    // A resend of data already in the head (a retry after a
+                    // lost response): accepted as a no-op, so retries are
+                    // idempotent rather than out-of-order errors.
+                    out.samples_deduplicated += 1;
                     continue;
                 } else if s.timestamp_ms < st.max_ts.saturating_sub(limits.out_of_order_window_ms)
                     || limits.out_of_order_window_ms == 0

@@ -1,0 +1,123 @@
+//! The HTTP shell: one router for every API, a request-id and logging
+//! middleware, and the mapping from outcomes to status codes. Routes are
+//! grouped by API family: `ingest` (writes), `prom` (Prometheus reads),
+//! `status` (health, readiness, self-metrics).
+
+mod ingest;
+pub mod params;
+mod prom;
+mod status;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::app::App;
+use crate::self_metrics::RouteLabels;
+
+pub fn router(app: Arc<App>) -> Router {
+    let prom = Router::new()
+        .route("/api/v1/series", get(prom::series).post(prom::series))
+        .route("/api/v1/labels", get(prom::labels).post(prom::labels))
+        .route("/api/v1/label/{name}/values", get(prom::label_values))
+        .route("/api/v1/metadata", get(prom::metadata))
+        .route("/api/v1/status/buildinfo", get(status::buildinfo));
+    Router::new()
+        .route("/api/v1/push", post(ingest::remote_write))
+        .route("/api/v1/write", post(ingest::remote_write))
+        .route("/api/prom/push", post(ingest::remote_write))
+        .route("/otlp/v1/metrics", post(ingest::otlp_metrics))
+        .route("/v1/metrics", post(ingest::otlp_metrics))
+        .route("/api/v1/otlp/v1/metrics", post(ingest::otlp_metrics))
+        .route("/miru/api/v1/raw", get(prom::raw).post(prom::raw))
+        .route("/ingester/flush", get(status::flush).post(status::flush))
+        .route("/miru/api/v1/admin/compact", post(status::compact))
+        .route("/metrics", get(status::metrics))
+        .route("/ready", get(status::ready))
+        .route("/health", get(status::health))
+        .route("/", get(status::index))
+        .merge(prom.clone())
+        .nest("/prometheus", prom)
+        .fallback(status::not_found)
+        // Bodies are limited per tenant inside the handlers.
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(Arc::clone(&app), observe))
+        .with_state(app)
+}
+
+static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Gives each request an id (or keeps the caller's `X-Request-Id`), logs
+/// it with its outcome and counts it by route and status.
+async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty() && s.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            format!(
+                "{:x}-{:x}",
+                app.started.elapsed().as_micros(),
+                REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
+            )
+        });
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "other".to_string(), |p| p.as_str().to_string());
+    let method = req.method().clone();
+    let tenant = req
+        .headers()
+        .get(crate::tenant::ORG_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route, tenant = %tenant);
+    let mut resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    let status = resp.status();
+    let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let _e = span.enter();
+    if status.is_server_error() {
+        tracing::error!(status = status.as_u16(), elapsed_ms, "request failed");
+    } else if status.is_client_error() {
+        tracing::warn!(status = status.as_u16(), elapsed_ms, "request rejected");
+    } else {
+        tracing::debug!(status = status.as_u16(), elapsed_ms, "request done");
+    }
+    app.metrics
+        .http_requests
+        .get_or_create(&RouteLabels {
+            route,
+            status: status.as_u16().to_string(),
+        })
+        .inc();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+/// A plain-text error, the style remote-write senders log as is.
+pub fn text_error(status: StatusCode, msg: impl Into<String>) -> Response {
+    let mut m = msg.into();
+    m.push('\n');
+    (
+        status,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        m,
+    )
+        .into_response()
+}

@@ -1,0 +1,112 @@
+//! Health, readiness, self-metrics and build information.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use serde_json::json;
+
+use crate::app::App;
+use crate::self_metrics::TenantLabel;
+
+pub(super) async fn ready() -> &'static str {
+    // Listeners are bound only after WAL replay, so answering means ready.
+    "ready\n"
+}
+
+pub(super) async fn health() -> &'static str {
+    "ok\n"
+}
+
+pub(super) async fn index() -> &'static str {
+    "miru: Prometheus remote write at /api/v1/push, OTLP metrics at /otlp/v1/metrics, Prometheus API at /api/v1/ and /prometheus/api/v1/, self-metrics at /metrics\n"
+}
+
+pub(super) async fn not_found() -> Response {
+    super::text_error(
+        StatusCode::NOT_FOUND,
+        "404 page not found: no such endpoint",
+    )
+}
+
+pub(super) async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let m = &app.metrics;
+    for (t, n) in app.storage.head_series() {
+        m.head_series
+            .get_or_create(&TenantLabel {
+                tenant: t.to_string(),
+            })
+            .set(n as i64);
+    }
+    m.head_samples.set(app.storage.head_samples() as i64);
+    for (t, parts, bytes) in app.storage.part_stats() {
+        let l = TenantLabel {
+            tenant: t.to_string(),
+        };
+        m.parts.get_or_create(&l).set(parts as i64);
+        m.part_bytes.get_or_create(&l).set(bytes as i64);
+    }
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &m.registry) {
+        return super::text_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics: {e}"),
+        );
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+/// Identifies as a Mimir-compatible Prometheus API, which makes Grafana
+/// enable the features Mimir has.
+pub(super) async fn buildinfo() -> Json<serde_json::Value> {
+    Json(json!({
+        "status": "success",
+        "data": {
+            "application": "miru",
+            "version": env!("CARGO_PKG_VERSION"),
+            "revision": "",
+            "branch": "",
+            "buildUser": "",
+            "buildDate": "",
+            "goVersion": "",
+            "features": {}
+        }
+    }))
+}
+
+/// `POST /ingester/flush` (Mimir's path): cuts the head into parts now.
+pub(super) async fn flush(State(app): State<Arc<App>>) -> Response {
+    match app.storage.flush().await {
+        Ok(s) => (
+            StatusCode::NO_CONTENT,
+            [("x-miru-parts-flushed", s.parts_flushed.to_string())],
+        )
+            .into_response(),
+        Err(e) => super::text_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("flush failed: {e}"),
+        ),
+    }
+}
+
+/// `POST /miru/api/v1/admin/compact`: runs one compaction pass now.
+pub(super) async fn compact(State(app): State<Arc<App>>) -> Response {
+    match app.storage.compact().await {
+        Ok(s) => {
+            axum::Json(json!({"parts_merged": s.parts_merged, "parts_written": s.parts_written}))
+                .into_response()
+        }
+        Err(e) => super::text_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("compaction failed: {e}"),
+        ),
+    }
+}

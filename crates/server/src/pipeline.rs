@@ -1,0 +1,127 @@
+//! The one ingestion path every metrics protocol goes through after
+//! decoding: rate limit, validation, append (WAL + head), accounting.
+
+use std::time::Duration;
+
+use miru_ingest::validate::validate_batch;
+use miru_model::{TenantId, WriteBatch};
+
+use crate::app::App;
+use crate::self_metrics::{ProtocolLabels, TenantLabel};
+
+/// How a write ended, independent of the protocol that carried it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestStatus {
+    /// Everything valid was stored.
+    Ok,
+    /// Some data was invalid (400); the valid rest was stored.
+    BadData,
+    /// A per-tenant limit refused data (429); the rest was stored.
+    Limited,
+    /// Storage failed; nothing is acknowledged (5xx, senders retry).
+    Unavailable,
+}
+
+#[derive(Debug)]
+pub struct IngestOutcome {
+    pub status: IngestStatus,
+    pub message: Option<String>,
+    pub samples_written: u64,
+    pub exemplars_written: u64,
+    /// Samples, exemplars and histograms not stored (for OTLP partial success).
+    pub rejected: u64,
+}
+
+pub async fn ingest(
+    app: &App,
+    tenant: &TenantId,
+    protocol: &'static str,
+    mut batch: WriteBatch,
+) -> IngestOutcome {
+    let m = &app.metrics;
+    let samples = batch.sample_count() as u64;
+    let exemplars = batch.exemplar_count() as u64;
+    m.received_samples
+        .get_or_create(&ProtocolLabels {
+            tenant: tenant.to_string(),
+            protocol: protocol.to_string(),
+        })
+        .inc_by(samples);
+    m.received_exemplars
+        .get_or_create(&TenantLabel {
+            tenant: tenant.to_string(),
+        })
+        .inc_by(exemplars);
+    let limits = app.limits.for_tenant(tenant);
+    let cost = samples + exemplars + batch.metadata.len() as u64 + batch.histogram_count as u64;
+    if let Err(e) = app.limits.take_ingestion(tenant, cost) {
+        m.discard(tenant, "rate_limited", samples);
+        return IngestOutcome {
+            status: IngestStatus::Limited,
+            message: Some(e.to_string()),
+            samples_written: 0,
+            exemplars_written: 0,
+            rejected: samples + exemplars + batch.histogram_count as u64,
+        };
+    }
+    let rej = validate_batch(&mut batch, &limits, miru_storage_now_ms());
+    for (reason, n) in &rej.counts {
+        m.discard(tenant, reason.as_str(), *n);
+    }
+    let append_limits = miru_storage::AppendLimits {
+        max_series: limits.max_global_series_per_user,
+        out_of_order_window: Duration::from_secs(limits.out_of_order_time_window_s),
+        max_exemplars: limits.max_global_exemplars_per_user,
+    };
+    let exemplars_after_validation = batch.exemplar_count() as u64;
+    match app.storage.append(tenant, batch, append_limits).await {
+        Err(e) => {
+            tracing::error!(tenant = %tenant, error = %e, "append failed");
+            IngestOutcome {
+                status: IngestStatus::Unavailable,
+                message: Some(format!("storage unavailable: {e}")),
+                samples_written: 0,
+                exemplars_written: 0,
+                rejected: samples + exemplars,
+            }
+        }
+        Ok(r) => {
+            let tl = TenantLabel {
+                tenant: tenant.to_string(),
+            };
+            m.accepted_samples
+                .get_or_create(&tl)
+                .inc_by(r.samples_accepted);
+            m.accepted_exemplars
+                .get_or_create(&tl)
+                .inc_by(r.exemplars_accepted);
+            m.discarded_exemplars
+                .get_or_create(&tl)
+                .inc_by(exemplars - exemplars_after_validation + r.exemplars_dropped);
+            for (reason, n) in &r.rejected {
+                m.discard(tenant, reason, *n);
+            }
+            let head_rejected: u64 = r.rejected.iter().map(|(_, n)| n).sum();
+            let (status, message) = match (&r.first_error, &rej.first_message) {
+                (Some((true, msg)), _) => (IngestStatus::Limited, Some(msg.clone())),
+                (_, Some(msg)) => (IngestStatus::BadData, Some(msg.clone())),
+                (Some((false, msg)), None) => (IngestStatus::BadData, Some(msg.clone())),
+                (None, None) => (IngestStatus::Ok, None),
+            };
+            IngestOutcome {
+                status,
+                message,
+                samples_written: r.samples_accepted + r.samples_deduplicated,
+                exemplars_written: r.exemplars_accepted,
+                rejected: rej.total() + head_rejected,
+            }
+        }
+    }
+}
+
+fn miru_storage_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,12 @@
+//! Black-box tests: the real `miru` binary on 127.0.0.1, driven over HTTP
+//! and gRPC by Rust clients and by the real agents (Prometheus, the
+//! OpenTelemetry SDK) where they are installed.
+
+#![allow(unreachable_pub)] // test modules share helpers through `pub`
+
+mod harness;
+
+mod bad_input;
+mod durability;
+mod limits;
+mod remote_write;
