@@ -187,8 +187,10 @@ async fn maintenance_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             _ = stop.wait_for(|s| *s) => return,
         }
         let storage = &app.storage;
-        if last_flush.elapsed() >= app.cfg.storage.flush_interval
+        let interval = app.cfg.storage.flush_interval;
+        if last_flush.elapsed() >= interval
             || storage.head_samples() >= app.cfg.storage.max_head_samples
+            || storage.head_span_ms() >= interval.as_millis() as i64
         {
             last_flush = Instant::now();
             match storage.flush().await {

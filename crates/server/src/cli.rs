@@ -30,6 +30,15 @@ pub enum Command {
     Serve,
     /// Print the effective configuration as YAML and exit.
     Config,
+    /// Send a realistic, deterministic load to a compatible endpoint.
+    #[command(subcommand)]
+    Loadgen(Loadgen),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Loadgen {
+    /// Metrics over Prometheus remote write 1.0 (node_exporter, kube-state-metrics and HTTP-service shapes).
+    Metrics(crate::loadgen::MetricsArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]

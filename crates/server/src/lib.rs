@@ -10,6 +10,7 @@ pub mod config;
 pub mod duration;
 pub mod grpc;
 pub mod http;
+pub mod loadgen;
 pub mod pipeline;
 pub mod runtime_config;
 pub mod self_metrics;

@@ -12,6 +12,12 @@ fn main() -> anyhow::Result<()> {
             print!("{}", cfg.to_yaml());
             Ok(())
         }
+        Some(cli::Command::Loadgen(cli::Loadgen::Metrics(args))) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(miru::loadgen::run_metrics(args))
+        }
         None | Some(cli::Command::Serve) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

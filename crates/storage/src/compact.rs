@@ -175,6 +175,16 @@ impl Storage {
     /// one part of the next level, and a day that has settled is merged
     /// into a single part.
     pub async fn compact(&self) -> Result<CompactionStats, StorageError> {
+        self.compact_with(false).await
+    }
+
+    /// Merges every tenant-day with more than one part into a single part,
+    /// whatever the levels (an operator's "force merge").
+    pub async fn compact_full(&self) -> Result<CompactionStats, StorageError> {
+        self.compact_with(true).await
+    }
+
+    async fn compact_with(&self, full: bool) -> Result<CompactionStats, StorageError> {
         let _m = self.inner.maintenance.lock().await;
         let mut stats = CompactionStats::default();
         let tenants = self
@@ -193,7 +203,7 @@ impl Storage {
                 by_day.entry(p.name.day_start_ms).or_default().push(p);
             }
             for (day, parts) in by_day {
-                let settled = day + 86_400_000 + settle < now;
+                let settled = full || day + 86_400_000 + settle < now;
                 let groups: Vec<Vec<PartEntry>> = if settled {
                     if parts.len() > 1 { vec![parts] } else { vec![] }
                 } else {

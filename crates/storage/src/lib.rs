@@ -345,6 +345,18 @@ impl Storage {
             .sum()
     }
 
+    /// The widest sample-time span of any tenant's uncut head, in ms. A
+    /// backfill can put hours of sample time in the head within seconds;
+    /// cutting on this bounds head memory by sample time, as Prometheus'
+    /// head compaction does.
+    pub fn head_span_ms(&self) -> i64 {
+        self.heads()
+            .iter()
+            .map(|h| h.lock().expect("BUG: head lock poisoned").active_span_ms())
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Series per tenant in the head.
     pub fn head_series(&self) -> Vec<(TenantId, usize)> {
         self.heads()

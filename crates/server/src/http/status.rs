@@ -97,9 +97,19 @@ pub(super) async fn flush(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-/// `POST /miru/api/v1/admin/compact`: runs one compaction pass now.
-pub(super) async fn compact(State(app): State<Arc<App>>) -> Response {
-    match app.storage.compact().await {
+/// `POST /miru/api/v1/admin/compact[?full=true]`: runs one compaction pass
+/// now; `full` merges every tenant-day into one part.
+pub(super) async fn compact(
+    State(app): State<Arc<App>>,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> Response {
+    let full = q.is_some_and(|q| q.split('&').any(|kv| kv == "full=true" || kv == "full=1"));
+    let r = if full {
+        app.storage.compact_full().await
+    } else {
+        app.storage.compact().await
+    };
+    match r {
         Ok(s) => {
             axum::Json(json!({"parts_merged": s.parts_merged, "parts_written": s.parts_written}))
                 .into_response()

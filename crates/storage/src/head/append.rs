@@ -85,6 +85,7 @@ impl TenantHead {
         let mut new_series = Vec::new();
         let mut samples_rec: Vec<(u32, Sample)> = Vec::with_capacity(batch.sample_count());
         let mut exemplars_rec: Vec<(u32, Exemplar)> = Vec::new();
+        let mut span = (i64::MAX, i64::MIN);
         for (
             i,
             SeriesWrite {
@@ -155,6 +156,7 @@ impl TenantHead {
                     continue;
                 }
                 buf.push(s);
+                span = (span.0.min(s.timestamp_ms), span.1.max(s.timestamp_ms));
                 samples_rec.push((id, s));
                 out.samples_accepted += 1;
             }
@@ -179,6 +181,10 @@ impl TenantHead {
             }
         }
         self.active_samples += out.samples_accepted as usize;
+        if out.samples_accepted > 0 {
+            self.note_active(span.0);
+            self.note_active(span.1);
+        }
         for m in &batch.metadata {
             self.metadata.insert(m.metric_family.clone(), m.clone());
         }
@@ -224,6 +230,7 @@ impl TenantHead {
         }
         self.active.entry(id).or_default().push(s);
         self.active_samples += 1;
+        self.note_active(s.timestamp_ms);
     }
 
     pub(crate) fn replay_exemplar(&mut self, id: u32, e: Exemplar, max: usize) {

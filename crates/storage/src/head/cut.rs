@@ -46,6 +46,8 @@ impl TenantHead {
             }
         }
         self.active_samples = 0;
+        self.active_min_ts = i64::MAX;
+        self.active_max_ts = i64::MIN;
         for (day, mut series) in by_day {
             series.sort_by(|a, b| a.0.cmp(&b.0));
             let min_ts = series

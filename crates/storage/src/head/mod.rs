@@ -45,6 +45,9 @@ pub(crate) struct TenantHead {
     /// Samples appended since the last cut, by series id, in arrival order.
     active: HashMap<u32, Vec<Sample>>,
     active_samples: usize,
+    /// Sample-time range of the active samples (`i64::MAX`/`MIN` when empty).
+    active_min_ts: i64,
+    active_max_ts: i64,
     /// Cut generations not yet persisted as parts, oldest first.
     frozen: Vec<Arc<Frozen>>,
     exemplars: VecDeque<(u32, Exemplar)>,
@@ -62,6 +65,8 @@ impl TenantHead {
             next_id: 1,
             active: HashMap::new(),
             active_samples: 0,
+            active_min_ts: i64::MAX,
+            active_max_ts: i64::MIN,
             frozen: Vec::new(),
             exemplars: VecDeque::new(),
             metadata: HashMap::new(),
@@ -78,6 +83,20 @@ impl TenantHead {
 
     pub(crate) fn active_samples(&self) -> usize {
         self.active_samples
+    }
+
+    /// Milliseconds of sample time the active samples span (0 when empty).
+    pub(crate) fn active_span_ms(&self) -> i64 {
+        if self.active_samples == 0 {
+            0
+        } else {
+            self.active_max_ts.saturating_sub(self.active_min_ts)
+        }
+    }
+
+    fn note_active(&mut self, ts: i64) {
+        self.active_min_ts = self.active_min_ts.min(ts);
+        self.active_max_ts = self.active_max_ts.max(ts);
     }
 
     fn intern(&mut self, s: &Arc<str>) -> Arc<str> {

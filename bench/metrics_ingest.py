@@ -1,0 +1,276 @@
+#!/usr/bin/env python3
+"""Side-by-side metrics ingestion benchmark: miru vs VictoriaMetrics vs Prometheus.
+
+One command (see docs/benchmarks.md): installs the peers from Debian if missing,
+builds miru in release mode, then for each system in turn (order rotated per
+round) starts it on 127.0.0.1 in its own temp dir, feeds it the same
+deterministic workload with `miru loadgen metrics` (remote write 1.0), and
+measures, from /proc, server CPU seconds per million samples, samples/s
+accepted, RSS per active series; then flushes/compacts the way each system
+persists data and measures bytes per sample at rest. Writes the table to
+docs/benchmarks.md (section between the BEGIN/END markers).
+Loopback only; every run is bounded by --max-duration.
+"""
+import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request, datetime
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MIRU = os.path.join(ROOT, "target", "release", "miru")
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / CLK  # utime + stime
+
+
+def rss_bytes(pid, field="VmRSS"):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def du(path):
+    total = 0
+    for dp, _, files in os.walk(path):
+        for fn in files:
+            try:
+                total += os.lstat(os.path.join(dp, fn)).st_size
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def http(method, url, timeout=600):
+    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return r.status, r.read()
+
+
+def wait_http(url, proc, timeout=60):
+    t = time.time()
+    while time.time() - t < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: process exited with {proc.returncode}")
+        try:
+            http("GET", url, timeout=2); return
+        except Exception:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
+def version(cmd):
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+        return (out.stdout + out.stderr).strip().splitlines()[0]
+    except Exception as e:
+        return f"unknown ({e})"
+
+
+class Peer:
+    name = ""
+    def __init__(self, tmp):
+        self.tmp = tmp; self.port = free_port(); self.proc = None
+        self.log = open(os.path.join(tmp, "server.log"), "w")
+    def start(self):
+        self.proc = subprocess.Popen(self.cmd(), stdout=self.log, stderr=subprocess.STDOUT, cwd=self.tmp)
+        wait_http(self.ready_url(), self.proc)
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try: self.proc.wait(30)
+            except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait()
+
+
+class Miru(Peer):
+    name = "miru"
+    def cmd(self):
+        return [MIRU, "--data-dir", os.path.join(self.tmp, "data"), "--listen", f"127.0.0.1:{self.port}",
+                "--grpc-listen", f"127.0.0.1:{free_port()}", "--log.level", "warn"]
+    def ready_url(self): return f"http://127.0.0.1:{self.port}/ready"
+    def write_url(self): return f"http://127.0.0.1:{self.port}/api/v1/push"
+    def series_url(self): return f"http://127.0.0.1:{self.port}/api/v1/series"
+    def persist(self):
+        http("POST", f"http://127.0.0.1:{self.port}/ingester/flush")
+        http("POST", f"http://127.0.0.1:{self.port}/miru/api/v1/admin/compact?full=true")
+        return du(os.path.join(self.tmp, "data", "objects")), "parts on the object store after flush + full compaction (`POST /miru/api/v1/admin/compact?full=true`, the counterpart of VictoriaMetrics force_merge; WAL trimmed)"
+    def version(self): return version([MIRU, "--version"])
+
+
+class VictoriaMetrics(Peer):
+    name = "VictoriaMetrics"
+    def cmd(self):
+        return ["victoria-metrics", f"-storageDataPath={os.path.join(self.tmp, 'vm')}", f"-httpListenAddr=127.0.0.1:{self.port}",
+                "-retentionPeriod=100y", "-loggerLevel=ERROR", "-search.disableCache"]
+    def ready_url(self): return f"http://127.0.0.1:{self.port}/health"
+    def write_url(self): return f"http://127.0.0.1:{self.port}/api/v1/write"
+    def series_url(self): return f"http://127.0.0.1:{self.port}/api/v1/series"
+    def persist(self):
+        http("GET", f"http://127.0.0.1:{self.port}/internal/force_flush")
+        month = datetime.datetime.utcnow().strftime("%Y_%m")
+        http("GET", f"http://127.0.0.1:{self.port}/internal/force_merge?partition_prefix={month}")
+        time.sleep(5)  # force_merge returns before the merge ends on 1.79
+        prev = -1
+        for _ in range(60):
+            cur = du(os.path.join(self.tmp, "vm"))
+            if cur == prev: break
+            prev = cur; time.sleep(2)
+        return du(os.path.join(self.tmp, "vm")), "whole -storageDataPath (data + indexdb) after force_flush + force_merge"
+    def version(self): return version(["victoria-metrics", "-version"])
+
+
+class Prometheus(Peer):
+    name = "Prometheus"
+    def cmd(self):
+        cfg = os.path.join(self.tmp, "prometheus.yml")
+        with open(cfg, "w") as f: f.write("global: {}\n")
+        return ["prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={os.path.join(self.tmp, 'tsdb')}",
+                f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-remote-write-receiver", "--web.enable-admin-api",
+                "--storage.tsdb.retention.time=100y", "--log.level=error"]
+    def ready_url(self): return f"http://127.0.0.1:{self.port}/-/ready"
+    def write_url(self): return f"http://127.0.0.1:{self.port}/api/v1/write"
+    def series_url(self): return f"http://127.0.0.1:{self.port}/api/v1/series"
+    def persist(self):
+        _, body = http("POST", f"http://127.0.0.1:{self.port}/api/v1/admin/tsdb/snapshot")
+        snap = json.loads(body)["data"]["name"]
+        return du(os.path.join(self.tmp, "tsdb", "snapshots", snap)), "TSDB snapshot (head written as a block), WAL excluded"
+    def version(self): return version(["prometheus", "--version"])
+
+
+def series_count(peer):
+    q = urllib.parse.urlencode({"match[]": '{__name__=~".+"}'})
+    _, body = http("GET", f"{peer.series_url()}?{q}")
+    return len(json.loads(body)["data"])
+
+
+def run_one(cls, args):
+    tmp = tempfile.mkdtemp(prefix=f"bench-{cls.name}-")
+    p = cls(tmp)
+    try:
+        p.start()
+        time.sleep(1)
+        cpu0 = cpu_seconds(p.proc.pid)
+        lg = subprocess.run([MIRU, "loadgen", "metrics", "--url", p.write_url(), "--series", str(args.series),
+                             "--span", args.span, "--start-ago", args.span, "--interval", "15s",
+                             "--batch", str(args.batch), "--concurrency", str(args.concurrency), "--seed", "42",
+                             "--max-duration", args.max_duration, "--json"], capture_output=True, text=True)
+        if lg.returncode != 0:
+            raise RuntimeError(f"loadgen failed: {lg.stderr[-2000:]}")
+        summary = json.loads(lg.stdout.strip().splitlines()[-1])
+        cpu1 = cpu_seconds(p.proc.pid)
+        peak = rss_bytes(p.proc.pid, "VmHWM")
+        time.sleep(10)
+        steady = rss_bytes(p.proc.pid)
+        n = series_count(p)
+        size, method = p.persist()
+        acc = summary["accepted_samples"]
+        return {
+            "system": p.name, "version": p.version(), "accepted": acc, "sent": summary["sent_samples"],
+            "errors": summary["errors"], "elapsed_s": summary["elapsed_s"], "samples_per_s": summary["samples_per_s"],
+            "cpu_s_per_M": (cpu1 - cpu0) / (acc / 1e6) if acc else float("nan"),
+            "peak_rss": peak, "steady_rss": steady, "rss_per_series": steady / args.series,
+            "series_seen": n, "bytes_at_rest": size, "bytes_per_sample": size / acc if acc else float("nan"),
+            "persist_method": method,
+        }
+    finally:
+        p.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def ensure_peers():
+    missing = [pkg for pkg, exe in [("prometheus", "prometheus"), ("victoria-metrics", "victoria-metrics")] if not shutil.which(exe)]
+    if missing:
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], check=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    for svc in ["prometheus", "victoria-metrics"]:  # Debian starts them as services; stop to free CPU
+        subprocess.run(["systemctl", "stop", svc], capture_output=True)
+        subprocess.run(["pkill", "-x", svc], capture_output=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--series", type=int, default=100_000)
+    ap.add_argument("--span", default="2h")
+    ap.add_argument("--batch", type=int, default=5000)
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--max-duration", default="30m")
+    ap.add_argument("--systems", default="miru,VictoriaMetrics,Prometheus")
+    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    ensure_peers()
+    subprocess.run(["cargo", "build", "--release", "-p", "miru"], cwd=ROOT, check=True)
+    classes = [c for c in (Miru, VictoriaMetrics, Prometheus) if c.name in args.systems.split(",")]
+    results = {c.name: [] for c in classes}
+    for r in range(args.rounds):
+        order = classes[r % len(classes):] + classes[:r % len(classes)]
+        for c in order:
+            print(f"round {r + 1}: {c.name} ...", file=sys.stderr, flush=True)
+            res = run_one(c, args)
+            print(json.dumps(res), file=sys.stderr, flush=True)
+            results[c.name].append(res)
+    table = render(results, args)
+    print(table)
+    if not args.no_write:
+        write_section(args.out, table)
+
+
+def med(rs, k):
+    return statistics.median(r[k] for r in rs)
+
+
+def render(results, args):
+    load = os.getloadavg()
+    cmd = "python3 bench/metrics_ingest.py " + " ".join(sys.argv[1:])
+    lines = [
+        f"Run {datetime.datetime.utcnow().strftime('%Y-%m-%d %H:%M UTC')}, `{cmd}`.",
+        f"Machine: {os.cpu_count()} cores, {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB; load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}.",
+        f"Workload: `miru loadgen metrics --series {args.series} --span {args.span} --interval 15s --seed 42` "
+        f"(node_exporter, kube-state-metrics and HTTP-service shapes), remote write 1.0, batches of {args.batch} samples, "
+        f"{args.concurrency} requests in flight, each scrape sent whole before the next. Medians of {args.rounds} round(s), order rotated per round.",
+        "",
+        "| system | version | samples accepted | samples/s | server CPU s per 1M samples | peak RSS | steady RSS per active series | bytes/sample at rest |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, rs in results.items():
+        if not rs: continue
+        lines.append(f"| {name} | {rs[0]['version']} | {int(med(rs, 'accepted')):,} | {med(rs, 'samples_per_s'):,.0f} | "
+                     f"{med(rs, 'cpu_s_per_M'):.2f} | {med(rs, 'peak_rss') / 2**20:,.0f} MiB | {med(rs, 'rss_per_series'):,.0f} B | "
+                     f"{med(rs, 'bytes_per_sample'):.3f} |")
+    if "miru" in results and results["miru"]:
+        m = results["miru"]
+        lines += ["", "Ratios, miru ÷ peer (lower is better for CPU, RSS and bytes; higher for samples/s):", ""]
+        for name, rs in results.items():
+            if name == "miru" or not rs: continue
+            lines.append(f"- vs {name}: samples/s ×{med(m, 'samples_per_s') / med(rs, 'samples_per_s'):.2f}, "
+                         f"CPU/1M ×{med(m, 'cpu_s_per_M') / med(rs, 'cpu_s_per_M'):.2f}, "
+                         f"RSS/series ×{med(m, 'rss_per_series') / med(rs, 'rss_per_series'):.2f}, "
+                         f"bytes/sample ×{med(m, 'bytes_per_sample') / med(rs, 'bytes_per_sample'):.2f}")
+    lines += ["", "How bytes at rest are measured:", ""]
+    for name, rs in results.items():
+        if rs: lines.append(f"- {name}: {rs[0]['persist_method']}; series visible afterwards: {rs[0]['series_seen']:,}; rejected requests: {rs[0]['errors'] or 'none'}")
+    return "\n".join(lines)
+
+
+def write_section(path, table):
+    begin, end = "<!-- BEGIN metrics-ingest -->", "<!-- END metrics-ingest -->"
+    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n\n"
+    block = f"{begin}\n{table}\n{end}"
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    with open(path, "w") as f: f.write(text)
+
+
+if __name__ == "__main__":
+    import urllib.parse
+    main()
