@@ -8,13 +8,18 @@ mod append;
 mod cut;
 mod read;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use miru_model::{Exemplar, Labels, LabelsBuilder, MetricMetadata, Sample, TenantId};
 
 pub(crate) use append::{HeadLimits, RejectReason};
 pub(crate) use cut::Frozen;
+
+/// Head maps hash label strings on every append; SipHash's DoS resistance
+/// is not needed for keys the tenant already owns, speed is.
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// Per-series state kept while the series is in the head.
 #[derive(Debug)]
@@ -58,18 +63,18 @@ impl TenantHead {
     pub(crate) fn new(tenant: TenantId) -> Self {
         TenantHead {
             tenant,
-            symbols: HashSet::new(),
-            by_labels: HashMap::new(),
-            series: HashMap::new(),
-            postings: HashMap::new(),
+            symbols: HashSet::default(),
+            by_labels: HashMap::default(),
+            series: HashMap::default(),
+            postings: HashMap::default(),
             next_id: 1,
-            active: HashMap::new(),
+            active: HashMap::default(),
             active_samples: 0,
             active_min_ts: i64::MAX,
             active_max_ts: i64::MIN,
             frozen: Vec::new(),
             exemplars: VecDeque::new(),
-            metadata: HashMap::new(),
+            metadata: HashMap::default(),
         }
     }
 

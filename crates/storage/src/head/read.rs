@@ -1,8 +1,8 @@
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use miru_model::{Exemplar, Labels, Matcher, MetricMetadata, Sample, matches_all};
 
-use super::TenantHead;
+use super::{HashSet, TenantHead};
 
 impl TenantHead {
     /// Ids of series matching all matchers, using postings for matchers
@@ -10,7 +10,7 @@ impl TenantHead {
     fn select_ids(&self, matchers: &[Matcher]) -> Vec<u32> {
         let mut candidates: Option<HashSet<u32>> = None;
         for m in matchers.iter().filter(|m| !m.matches_empty()) {
-            let mut ids = HashSet::new();
+            let mut ids = HashSet::default();
             if let Some(values) = self.postings.get(m.name.as_str()) {
                 if m.op == miru_model::MatchOp::Equal {
                     if let Some(list) = values.get(m.value.as_str()) {
@@ -92,7 +92,7 @@ impl TenantHead {
         matchers: &[Matcher],
         mint: i64,
         maxt: i64,
-        out: &mut HashSet<Labels>,
+        out: &mut std::collections::HashSet<Labels>,
     ) {
         let mut tmp = BTreeMap::new();
         self.select_samples(matchers, mint, maxt, &mut tmp);
