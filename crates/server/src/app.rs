@@ -90,6 +90,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         keep_identifying_resource_attributes: cfg.otlp.keep_identifying_resource_attributes,
         allow_utf8_names: cfg.limits.name_validation_scheme
             == miru_ingest::limits::NameValidation::Utf8,
+        promote_scope_metadata: cfg.otlp.promote_scope_metadata,
     };
     let app = Arc::new(App {
         cfg: cfg.clone(),

@@ -90,6 +90,9 @@ pub struct OtlpConfig {
     /// Resource attributes copied onto every series as labels.
     pub promote_resource_attributes: Vec<String>,
     pub keep_identifying_resource_attributes: bool,
+    /// Add `otel_scope_name`/`otel_scope_version` and scope attributes as
+    /// labels (off by default, as in Prometheus and Mimir).
+    pub promote_scope_metadata: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,6 +161,7 @@ impl Default for OtlpConfig {
             add_metric_suffixes: true,
             promote_resource_attributes: Vec::new(),
             keep_identifying_resource_attributes: false,
+            promote_scope_metadata: false,
         }
     }
 }

@@ -23,18 +23,29 @@ pub struct Server {
     pub http_port: u16,
     pub grpc_port: u16,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     starts: u32,
 }
 
 impl Server {
     /// Starts miru with its data in `dir` and extra flags.
     pub fn start(dir: &Path, extra: &[&str]) -> Server {
+        Server::start_with_env(dir, extra, &[])
+    }
+
+    /// Like [`Server::start`], with extra environment variables (kept for
+    /// restarts).
+    pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut s = Server {
             child: None,
             dir: dir.to_path_buf(),
             http_port: free_port(),
             grpc_port: free_port(),
             args: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             starts: 0,
         };
         s.spawn();
@@ -54,6 +65,7 @@ impl Server {
             .arg("--grpc-listen")
             .arg(format!("127.0.0.1:{}", self.grpc_port))
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

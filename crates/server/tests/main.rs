@@ -4,9 +4,13 @@
 
 #![allow(unreachable_pub)] // test modules share helpers through `pub`
 
+mod external;
 mod harness;
 
 mod bad_input;
 mod durability;
 mod limits;
+mod otel_sdk;
+mod real_prometheus;
 mod remote_write;
+mod s3_store;

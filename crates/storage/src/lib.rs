@@ -243,7 +243,12 @@ impl Storage {
         stats.wal_segments = replayed.segments;
         stats.wal_records = replayed.records;
         stats.wal_truncated_bytes = replayed.truncated_bytes;
-        let first_seg = replayed.last_segment.map_or(1, |s| s + 1);
+        // After `flushed`'s segments too: if the WAL was lost with the local
+        // disk, replay must not skip new segments as already in parts.
+        let first_seg = replayed
+            .last_segment
+            .max(flushed.values().copied().max())
+            .map_or(1, |s| s + 1);
         let wal = wal::Wal::start(&cfg.wal_dir, first_seg, Arc::clone(&observer))?;
         let storage = Storage {
             inner: Arc::new(Inner {

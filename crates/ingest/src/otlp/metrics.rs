@@ -46,6 +46,10 @@ pub struct OtlpOptions {
     /// Keep metric and label names as sent instead of replacing every
     /// character outside the legacy Prometheus charset with `_`.
     pub allow_utf8_names: bool,
+    /// Add `otel_scope_name`, `otel_scope_version`, `otel_scope_schema_url`
+    /// and scope attributes as labels. Off by default, as in Prometheus
+    /// (`otlp.promote_scope_metadata`) and Mimir.
+    pub promote_scope_metadata: bool,
 }
 
 impl Default for OtlpOptions {
@@ -55,6 +59,7 @@ impl Default for OtlpOptions {
             promote_resource_attributes: Vec::new(),
             keep_identifying_resource_attributes: false,
             allow_utf8_names: false,
+            promote_scope_metadata: false,
         }
     }
 }
@@ -138,7 +143,11 @@ impl ResourceContext {
 /// `otel_scope_*` labels of a scope; none when the scope has no name.
 /// Attributes first, so that name, version and schema URL win collisions.
 fn scope_labels(sm: &ScopeMetrics, opts: &OtlpOptions) -> Vec<(String, String)> {
-    let Some(scope) = sm.scope.as_ref().filter(|s| !s.name.is_empty()) else {
+    let Some(scope) = sm
+        .scope
+        .as_ref()
+        .filter(|s| opts.promote_scope_metadata && !s.name.is_empty())
+    else {
         return Vec::new();
     };
     let mut labels = Vec::with_capacity(scope.attributes.len() + 3);
@@ -444,8 +453,31 @@ mod tests {
         }
     }
 
+    /// Most tests look at scope labels too, so they turn promotion on.
     fn translate(req: &ExportMetricsServiceRequest) -> OtlpTranslation {
-        translate_metrics(req, &OtlpOptions::default())
+        let opts = OtlpOptions {
+            promote_scope_metadata: true,
+            ..OtlpOptions::default()
+        };
+        translate_metrics(req, &opts)
+    }
+
+    #[test]
+    fn scope_labels_are_off_by_default() {
+        let req = request(
+            service(),
+            vec![metric(
+                "cpu.utilization",
+                "1",
+                gauge(vec![number(T_NS, 0.5, vec![])]),
+            )],
+        );
+        let t = translate_metrics(&req, &OtlpOptions::default());
+        let s = series(&t, "cpu_utilization_ratio", &[]);
+        assert_eq!(
+            s.labels.to_string(),
+            "cpu_utilization_ratio{instance=\"pod-1\", job=\"shop/api\"}"
+        );
     }
 
     /// The series named `name` whose labels include all of `with`.

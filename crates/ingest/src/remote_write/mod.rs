@@ -5,9 +5,10 @@
 pub mod proto_v1;
 pub mod proto_v2;
 mod translate;
+mod wire_v1;
 
 pub use proto_v1::encode_v1_for_tests;
-pub use translate::{RemoteWriteError, decode_v1, decode_v2};
+pub use translate::{RemoteWriteError, decode_v1, decode_v1_reference, decode_v2};
 
 /// Which remote write protobuf message a request carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,6 +19,8 @@ pub enum RemoteWriteError {
     },
     #[error("series {series}: {what}")]
     Labels { series: usize, what: String },
+    #[error("malformed protobuf prometheus.WriteRequest at byte {offset}: {what}")]
+    Wire { what: String, offset: usize },
     #[error("symbols[0] must be the empty string, got {0:?}")]
     FirstSymbolNotEmpty(String),
     #[error(
@@ -40,6 +42,16 @@ pub enum RemoteWriteError {
 
 /// Decodes a snappy-compressed `prometheus.WriteRequest`.
 pub fn decode_v1(body: &[u8], max_decompressed: usize) -> Result<WriteBatch, RemoteWriteError> {
+    let raw = decode_snappy(body, max_decompressed)?;
+    super::wire_v1::decode_write_request(&raw)
+}
+
+/// Decodes with the generated prost types: the reference the hand-written
+/// decoder is tested against, and the path for anything unusual.
+pub fn decode_v1_reference(
+    body: &[u8],
+    max_decompressed: usize,
+) -> Result<WriteBatch, RemoteWriteError> {
     let raw = decode_snappy(body, max_decompressed)?;
     let req = proto_v1::WriteRequest::decode(raw.as_slice()).map_err(|source| {
         RemoteWriteError::Protobuf {
@@ -218,7 +230,29 @@ fn checked_labels<'a>(
     Ok(Labels::from_sorted(out))
 }
 
-fn metric_type(t: i32) -> MetricType {
+/// The error for labels out of wire order: equal names are duplicates.
+pub(super) fn label_order_error(
+    series: usize,
+    prev: &str,
+    name: &str,
+    exemplar: bool,
+) -> RemoteWriteError {
+    let what = if name == prev {
+        format!("duplicate label name {name:?}")
+    } else {
+        format!("labels are not sorted: {name:?} comes after {prev:?}")
+    };
+    RemoteWriteError::Labels {
+        series,
+        what: if exemplar {
+            format!("exemplar: {what}")
+        } else {
+            what
+        },
+    }
+}
+
+pub(super) fn metric_type(t: i32) -> MetricType {
     match t {
         1 => MetricType::Counter,
         2 => MetricType::Gauge,
