@@ -82,7 +82,7 @@ pub struct Flags {
     /// How often compaction and retention run, e.g. 1m.
     #[arg(long = "storage.compaction-interval", env = "MIRU_COMPACTION_INTERVAL", value_parser = dur, global = true)]
     pub compaction_interval: Option<Duration>,
-    /// Object store backend for parts: filesystem or s3.
+    /// Object store backend for parts: filesystem or s3 (gcs and azure through the config file).
     #[arg(long = "storage.backend", env = "MIRU_STORAGE_BACKEND", global = true)]
     pub backend: Option<String>,
     /// Directory of the filesystem backend [default: <data-dir>/objects].
@@ -236,6 +236,8 @@ impl Flags {
             _ => {}
         }
         match &mut c.storage.object_store {
+            // GCS and Azure are configured in the config file only.
+            O::Gcs { .. } | O::Azure { .. } => {}
             O::Filesystem { path } => {
                 if self.fs_path.is_some() {
                     *path = self.fs_path.clone();
