@@ -99,7 +99,8 @@ class Miru(Peer):
     def persist(self):
         http("POST", f"http://127.0.0.1:{self.port}/ingester/flush")
         http("POST", f"http://127.0.0.1:{self.port}/miru/api/v1/admin/compact?full=true")
-        return du(os.path.join(self.tmp, "data", "objects")), "parts on the object store after flush + full compaction (`POST /miru/api/v1/admin/compact?full=true`, the counterpart of VictoriaMetrics force_merge; WAL trimmed)"
+        time.sleep(35)  # replaced parts are deleted after a 30 s grace period
+        return du(os.path.join(self.tmp, "data", "objects")), "parts on the object store after flush + full compaction (`POST /miru/api/v1/admin/compact?full=true`, the counterpart of VictoriaMetrics force_merge) and the 30 s grace before replaced parts are deleted; WAL trimmed"
     def version(self): return version([MIRU, "--version"])
 
 
@@ -107,7 +108,8 @@ class VictoriaMetrics(Peer):
     name = "VictoriaMetrics"
     def cmd(self):
         return ["victoria-metrics", f"-storageDataPath={os.path.join(self.tmp, 'vm')}", f"-httpListenAddr=127.0.0.1:{self.port}",
-                "-retentionPeriod=100y", "-loggerLevel=ERROR", "-search.disableCache"]
+                "-retentionPeriod=100y", "-loggerLevel=ERROR", "-search.disableCache",
+                "-search.maxSeries=100000000", "-search.maxUniqueTimeseries=100000000"]
     def ready_url(self): return f"http://127.0.0.1:{self.port}/health"
     def write_url(self): return f"http://127.0.0.1:{self.port}/api/v1/write"
     def series_url(self): return f"http://127.0.0.1:{self.port}/api/v1/series"
@@ -122,7 +124,9 @@ class VictoriaMetrics(Peer):
             if cur == prev: break
             prev = cur; time.sleep(2)
         return du(os.path.join(self.tmp, "vm")), "whole -storageDataPath (data + indexdb) after force_flush + force_merge"
-    def version(self): return version(["victoria-metrics", "-version"])
+    def version(self):
+        # The Debian build prints nothing for -version; take the package's.
+        return "victoria-metrics " + version(["dpkg-query", "-W", "-f=${Version}", "victoria-metrics"])
 
 
 class Prometheus(Peer):
@@ -144,9 +148,15 @@ class Prometheus(Peer):
 
 
 def series_count(peer):
-    q = urllib.parse.urlencode({"match[]": '{__name__=~".+"}'})
-    _, body = http("GET", f"{peer.series_url()}?{q}")
-    return len(json.loads(body)["data"])
+    """Series visible through the series API over the last 3 hours (-1 if the query fails)."""
+    now = time.time()
+    q = urllib.parse.urlencode({"match[]": '{__name__=~".+"}', "start": now - 3 * 3600, "end": now + 600})
+    try:
+        _, body = http("GET", f"{peer.series_url()}?{q}")
+        return len(json.loads(body)["data"])
+    except Exception as e:
+        print(f"{peer.name}: series query failed: {e}", file=sys.stderr)
+        return -1
 
 
 def run_one(cls, args):

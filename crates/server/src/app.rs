@@ -81,6 +81,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         samples_replayed = recovery.samples_replayed,
         samples_already_in_parts = recovery.samples_skipped,
         truncated_bytes = recovery.wal_truncated_bytes,
+        corrupt_bytes = recovery.wal_corrupt_bytes,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "storage recovered"
     );

@@ -45,7 +45,12 @@ impl Catalog {
         // deleting its sources: its `.replaces` note names them.
         for note in replaces {
             let body = store.get(&note).await?.bytes().await?;
-            let sources: Vec<String> = serde_json::from_slice(&body).unwrap_or_default();
+            let Ok(sources) = serde_json::from_slice::<Vec<String>>(&body) else {
+                // Keep the note and the parts: duplicates are merged at read
+                // time, deleting on a guess could lose data.
+                tracing::error!(note = %note, "unreadable compaction note left in place");
+                continue;
+            };
             for key in sources {
                 if let Some(name) = PartName::parse(&key) {
                     c.remove(&name);

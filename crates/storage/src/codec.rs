@@ -68,6 +68,12 @@ impl<'a> Reader<'a> {
         self.pos >= self.buf.len()
     }
 
+    /// Bytes not read yet: an upper bound for counts read from the input,
+    /// so that a corrupt count cannot make a reader allocate.
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
+
     pub(crate) fn pos(&self) -> usize {
         self.pos
     }

@@ -19,7 +19,8 @@ use crate::{Storage, StorageError, now_ms};
 
 static PART_SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// A part id unique within the tenant and ordered by creation time.
+/// A part id unique within the tenant and ordered by creation time: the
+/// creation millisecond, the process id and a per-process counter.
 fn new_part_id() -> String {
     format!(
         "{:013}_{:x}{:04x}",
@@ -79,6 +80,10 @@ impl Storage {
                     Err(e) => {
                         tracing::error!(tenant = %tenant, error = %e, "writing a part failed; will retry at the next cut");
                         first_err.get_or_insert(e);
+                        // Newer generations of this tenant must wait: a part
+                        // tagged with a newer segment would make replay skip
+                        // the older generation's samples after a crash.
+                        break;
                     }
                 }
             }
@@ -171,9 +176,9 @@ impl Storage {
         Ok(entry)
     }
 
-    /// Merges parts: per tenant and day, `fan_in` parts of one level become
-    /// one part of the next level, and a day that has settled is merged
-    /// into a single part.
+    /// Merges parts: per tenant and day, once a level holds `fan_in` parts
+    /// all of them become one part of the next level, and a day that has
+    /// settled is merged into a single part.
     pub async fn compact(&self) -> Result<CompactionStats, StorageError> {
         self.compact_with(false).await
     }
@@ -286,7 +291,19 @@ impl Storage {
                 .map(|s| s.name.wal_segment)
                 .max()
                 .unwrap_or(0),
-            id: new_part_id(),
+            // Sorts right after its newest source, so that parts written
+            // after that source still win on equal timestamps. (Parts written
+            // between two sources but not merged can still lose to the older
+            // source's data; only out-of-order rewrites can produce that.)
+            id: format!(
+                "{}_m{:x}",
+                sources
+                    .iter()
+                    .map(|s| s.name.id.as_str())
+                    .max()
+                    .unwrap_or("0"),
+                PART_SEQ.fetch_add(1, Ordering::Relaxed) & 0xffff
+            ),
         };
         let entry = self.put_part(&name, bytes).await?;
         self.inner

@@ -127,6 +127,8 @@ pub struct RecoveryStats {
     pub wal_segments: u64,
     pub wal_records: u64,
     pub wal_truncated_bytes: u64,
+    /// Bytes not replayed after a bad frame in a closed segment.
+    pub wal_corrupt_bytes: u64,
     pub samples_replayed: u64,
     pub samples_skipped: u64,
 }
@@ -243,6 +245,7 @@ impl Storage {
         stats.wal_segments = replayed.segments;
         stats.wal_records = replayed.records;
         stats.wal_truncated_bytes = replayed.truncated_bytes;
+        stats.wal_corrupt_bytes = replayed.corrupt_bytes;
         // After `flushed`'s segments too: if the WAL was lost with the local
         // disk, replay must not skip new segments as already in parts.
         let first_seg = replayed

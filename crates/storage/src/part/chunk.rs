@@ -58,7 +58,7 @@ fn encode_values(samples: &[Sample], out: &mut Vec<u8>) {
     let exceptions: Vec<usize> = samples
         .iter()
         .enumerate()
-        .filter(|(_, s)| !s.value.is_finite())
+        .filter(|(_, s)| is_exception(s.value))
         .map(|(i, _)| i)
         .collect();
     if let Some((scale, ints)) = decimal_form(samples) {
@@ -104,6 +104,12 @@ fn encode_values(samples: &[Sample], out: &mut Vec<u8>) {
     }
 }
 
+/// Values the decimal form cannot carry bit-exactly: NaNs (stale markers
+/// among them), infinities and -0.0 (an integer has no negative zero).
+fn is_exception(v: f64) -> bool {
+    !v.is_finite() || v.to_bits() == (-0.0f64).to_bits()
+}
+
 fn put_exceptions(samples: &[Sample], exceptions: &[usize], out: &mut Vec<u8>) {
     put_uvarint(out, exceptions.len() as u64);
     let mut prev = 0usize;
@@ -119,7 +125,7 @@ fn put_exceptions(samples: &[Sample], exceptions: &[usize], out: &mut Vec<u8>) {
 /// values take the previous integer (they are stored as exceptions).
 fn decimal_form(samples: &[Sample]) -> Option<(i32, Vec<i64>)> {
     let mut scale = 0i32;
-    for s in samples.iter().filter(|s| s.value.is_finite()) {
+    for s in samples.iter().filter(|s| !is_exception(s.value)) {
         while !exact_at(s.value, scale) {
             scale += 1;
             if scale > MAX_DECIMAL_SCALE {
@@ -131,9 +137,9 @@ fn decimal_form(samples: &[Sample]) -> Option<(i32, Vec<i64>)> {
     let mut ints = Vec::with_capacity(samples.len());
     let mut prev = 0i64;
     for s in samples {
-        if s.value.is_finite() {
+        if !is_exception(s.value) {
             let m = (s.value * p).round();
-            if m.abs() > MAX_EXACT_INT || m / p != s.value {
+            if m.abs() > MAX_EXACT_INT || (m / p).to_bits() != s.value.to_bits() {
                 return None;
             }
             prev = m as i64;
@@ -146,7 +152,8 @@ fn decimal_form(samples: &[Sample]) -> Option<(i32, Vec<i64>)> {
 fn exact_at(v: f64, scale: i32) -> bool {
     let p = 10f64.powi(scale);
     let m = (v * p).round();
-    m.abs() <= MAX_EXACT_INT && m / p == v
+    // Bits, not `==`: -0.0 must not become +0.0.
+    m.abs() <= MAX_EXACT_INT && (m / p).to_bits() == v.to_bits()
 }
 
 /// Decodes one chunk, appending samples within `[mint, maxt]` to `out`.
@@ -157,7 +164,9 @@ pub(crate) fn decode(
     maxt: i64,
     out: &mut Vec<Sample>,
 ) -> Result<usize, CodecError> {
-    let n = r.len("sample count", 1 << 28)?;
+    // Every sample takes at least one byte, so a count larger than what is
+    // left is corrupt; checking it first keeps allocations bounded.
+    let n = r.len("sample count", r.remaining())?;
     if n == 0 {
         return Ok(0);
     }
@@ -191,7 +200,7 @@ pub(crate) fn decode(
                 });
             }
             let p = 10f64.powi(scale as i32);
-            let n_exc = r.len("exception count", n)?;
+            let n_exc = r.len("exception count", n.min(r.remaining() / 8))?;
             let mut exceptions = Vec::with_capacity(n_exc);
             let mut idx = 0usize;
             for _ in 0..n_exc {
@@ -299,6 +308,31 @@ mod tests {
             .collect();
         assert!(same_bits(&round_trip(&samples), &samples));
         assert!(same_bits(&round_trip(&samples[..3]), &samples[..3]));
+        let zeros: Vec<Sample> = [0.0, -0.0, 0.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| Sample {
+                timestamp_ms: i as i64,
+                value: v,
+            })
+            .collect();
+        assert!(
+            same_bits(&round_trip(&zeros), &zeros),
+            "-0.0 must round-trip"
+        );
+    }
+
+    #[test]
+    fn corrupt_count_does_not_allocate() {
+        // 2^28 samples announced in a 5-byte chunk (found by the fuzzer).
+        let mut out = Vec::new();
+        let r = decode(
+            &mut Reader::new(&[0x80, 0x80, 0x80, 0x80, 0x01]),
+            i64::MIN,
+            i64::MAX,
+            &mut out,
+        );
+        assert!(r.is_err());
     }
 
     proptest! {

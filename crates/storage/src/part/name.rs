@@ -19,7 +19,8 @@ pub struct PartName {
     pub max_ts: i64,
     /// The WAL segment whose data the part completes (see the WAL spec).
     pub wal_segment: u64,
-    /// Unique within the tenant: creation time and a random suffix.
+    /// Unique within the tenant and sorted by creation: see `new_part_id`;
+    /// compacted parts take their newest source's id plus a suffix.
     pub id: String,
 }
 

@@ -95,8 +95,12 @@ impl PartReader {
         if version != PART_VERSION {
             return Err(self.corrupt(format!("unsupported part version {version}")));
         }
+        // zstd cannot expand more than this; a larger claim is corruption and
+        // must not become an allocation of that size.
+        let max_ratio = 1 << 12;
         if index_offset.checked_add(index_len) != Some(self.size - FOOTER_LEN as u64)
             || index_raw_len > MAX_INDEX_BYTES
+            || index_raw_len > index_len.saturating_mul(max_ratio)
         {
             return Err(self.corrupt("index location out of range"));
         }
@@ -213,7 +217,14 @@ fn parse_index(raw: &[u8]) -> Result<PartIndex, CodecError> {
                 value: 0,
             });
         }
-        let block = r.len("block", n_blocks.saturating_sub(1))? as u32;
+        if n_blocks == 0 {
+            return Err(CodecError::Range {
+                what: "series without any block",
+                at: r.pos(),
+                value: 0,
+            });
+        }
+        let block = r.len("block", n_blocks - 1)? as u32;
         let offset = r.len("offset", 1 << 30)? as u32;
         let min_ts = r.varint()?;
         let max_ts = min_ts.wrapping_add(r.varint()?);

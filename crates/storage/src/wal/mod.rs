@@ -32,6 +32,10 @@ pub enum WalError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "wal segment {path} does not start with the v1 header (MIRUWAL1): written by another version or not a miru WAL; move it away to start"
+    )]
+    UnknownFormat { path: String },
     #[error("wal writer has stopped after an earlier failure: {0}")]
     Failed(String),
 }

@@ -11,6 +11,8 @@ pub(crate) struct ReplayStats {
     pub(crate) records: u64,
     /// Bytes cut from segment tails that ended in a torn or corrupt frame.
     pub(crate) truncated_bytes: u64,
+    /// Bytes after a bad frame in a closed (not the newest) segment.
+    pub(crate) corrupt_bytes: u64,
     pub(crate) last_segment: Option<u64>,
 }
 
@@ -40,6 +42,7 @@ pub(crate) fn replay(
         }
     };
     segs.sort();
+    let last = segs.last().map(|(seq, _)| *seq);
     for (seq, path) in segs {
         let io = |source| WalError::Io {
             path: path.display().to_string(),
@@ -51,9 +54,16 @@ pub(crate) fn replay(
             .map_err(io)?;
         stats.segments += 1;
         stats.last_segment = Some(seq);
-        if data.len() < SEGMENT_MAGIC.len() || &data[..SEGMENT_MAGIC.len()] != SEGMENT_MAGIC {
-            tracing::warn!(segment = %path.display(), "wal segment without header, skipped");
+        if data.len() < SEGMENT_MAGIC.len() {
+            // Created but its header never reached the disk: nothing in it
+            // was acknowledged.
+            tracing::warn!(segment = %path.display(), "empty wal segment skipped");
             continue;
+        }
+        if &data[..SEGMENT_MAGIC.len()] != SEGMENT_MAGIC {
+            return Err(WalError::UnknownFormat {
+                path: path.display().to_string(),
+            });
         }
         let mut pos = SEGMENT_MAGIC.len();
         let good_end = loop {
@@ -86,7 +96,13 @@ pub(crate) fn replay(
             }
             pos += 9 + len;
         };
-        if good_end < data.len() {
+        if good_end < data.len() && Some(seq) != last {
+            // Only the newest segment can end in a torn write; a bad frame in
+            // an older one is corruption. Keep the file as it is for
+            // inspection and go on with what could be read.
+            stats.corrupt_bytes += (data.len() - good_end) as u64;
+            tracing::error!(segment = %path.display(), offset = good_end, bytes = data.len() - good_end, "corrupt frame in a closed wal segment; the rest of this segment is not replayed");
+        } else if good_end < data.len() {
             stats.truncated_bytes += (data.len() - good_end) as u64;
             tracing::warn!(segment = %path.display(), offset = good_end, bytes = data.len() - good_end, "wal segment ends in a torn frame; truncating");
             std::fs::OpenOptions::new()
@@ -97,4 +113,49 @@ pub(crate) fn replay(
         }
     }
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::segment_file_name;
+
+    #[test]
+    fn refuses_unknown_header_and_truncates_only_the_newest_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let frame = |payload: &[u8]| {
+            let mut h = crc32fast::Hasher::new();
+            h.update(&[2]);
+            h.update(payload);
+            let mut f = (payload.len() as u32).to_le_bytes().to_vec();
+            f.extend_from_slice(&h.finalize().to_le_bytes());
+            f.push(2);
+            f.extend_from_slice(payload);
+            f
+        };
+        // A valid empty-ish record is not needed: a torn frame is enough.
+        let mut closed = SEGMENT_MAGIC.to_vec();
+        closed.extend_from_slice(&frame(b"xx")[..6]);
+        let mut newest = SEGMENT_MAGIC.to_vec();
+        newest.extend_from_slice(&frame(b"yy")[..7]);
+        std::fs::write(dir.path().join(segment_file_name(1)), &closed).unwrap();
+        std::fs::write(dir.path().join(segment_file_name(2)), &newest).unwrap();
+        let st = replay(dir.path(), |_, _| {}).unwrap();
+        assert_eq!((st.corrupt_bytes, st.truncated_bytes), (6, 7));
+        // The closed segment is kept as it was; the newest is truncated.
+        assert_eq!(
+            std::fs::read(dir.path().join(segment_file_name(1))).unwrap(),
+            closed
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join(segment_file_name(2)))
+                .unwrap()
+                .len(),
+            8
+        );
+
+        std::fs::write(dir.path().join(segment_file_name(3)), b"MIRUWAL9 future").unwrap();
+        let err = replay(dir.path(), |_, _| {}).unwrap_err();
+        assert!(matches!(err, WalError::UnknownFormat { .. }), "{err}");
+    }
 }
