@@ -8,6 +8,7 @@ mod external;
 mod harness;
 
 mod bad_input;
+mod cli;
 mod durability;
 mod limits;
 mod otel_sdk;

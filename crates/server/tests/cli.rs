@@ -1,0 +1,86 @@
+//! The command line: defaults < YAML file < `MIRU_*` environment < flags,
+//! as `miru config` shows them.
+
+use std::process::Command;
+
+fn config(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_miru"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn config_precedence_file_env_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("miru.yaml");
+    std::fs::write(
+        &file,
+        "data_dir: /from/file\nserver:\n  listen: 127.0.0.1:1111\nlimits:\n  ingestion_rate: 5\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let defaults = config(&["config"], &[]);
+    assert!(defaults.contains("data_dir: ./data"), "{defaults}");
+    assert!(defaults.contains("listen: 0.0.0.0:9009"), "{defaults}");
+    assert!(defaults.contains("grpc_listen: 0.0.0.0:4317"), "{defaults}");
+
+    let from_file = config(&["config", "--config.file", f], &[]);
+    assert!(from_file.contains("data_dir: /from/file"), "{from_file}");
+    assert!(from_file.contains("ingestion_rate: 5"), "{from_file}");
+
+    let env = config(
+        &["config", "--config.file", f],
+        &[
+            ("MIRU_DATA_DIR", "/from/env"),
+            ("MIRU_LISTEN", "127.0.0.1:2222"),
+        ],
+    );
+    assert!(env.contains("data_dir: /from/env"), "{env}");
+    assert!(env.contains("listen: 127.0.0.1:2222"), "{env}");
+
+    let flags = config(
+        &["config", "--config.file", f, "--data-dir", "/from/flag"],
+        &[("MIRU_DATA_DIR", "/from/env")],
+    );
+    assert!(flags.contains("data_dir: /from/flag"), "{flags}");
+
+    // A bad file is an error that names it.
+    std::fs::write(&file, "no_such_setting: 1\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_miru"))
+        .args(["config", "--config.file", f])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("miru.yaml"));
+}
+
+#[test]
+fn help_documents_every_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_miru"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--data-dir",
+        "--listen",
+        "--grpc-listen",
+        "--config.file",
+        "--runtime-config.file",
+        "--storage.backend",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+    assert!(
+        help.contains("MIRU_DATA_DIR"),
+        "--help lacks the environment variables"
+    );
+}
