@@ -7,16 +7,15 @@ use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::
     MetricsService, MetricsServiceServer,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use tokio::sync::watch;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
 use crate::app::App;
-use crate::pipeline::{IngestStatus, ingest};
+use crate::pipeline::{OtlpOutcome, ingest_otlp_metrics};
 use crate::tenant::{ORG_ID_HEADER, TenantError, write_tenant};
-use miru_ingest::otlp::translate_metrics;
 
 struct Metrics {
     app: Arc<App>,
@@ -37,35 +36,10 @@ impl MetricsService for Metrics {
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         let tenant = tenant(&self.app, request.metadata())?;
-        let tr = translate_metrics(request.get_ref(), &self.app.otlp);
-        if tr.rejected_points > 0 {
-            self.app
-                .metrics
-                .discard(&tenant, "otlp_untranslatable", tr.rejected_points as u64);
-        }
-        let out = ingest(&self.app, &tenant, "otlp_grpc", tr.batch).await;
-        match out.status {
-            IngestStatus::Ok | IngestStatus::BadData => {
-                let rejected = tr.rejected_points + out.rejected as i64;
-                let message = [Some(tr.error_message), out.message]
-                    .into_iter()
-                    .flatten()
-                    .filter(|m| !m.is_empty())
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                Ok(Response::new(ExportMetricsServiceResponse {
-                    partial_success: (rejected > 0 || !message.is_empty()).then_some(
-                        ExportMetricsPartialSuccess {
-                            rejected_data_points: rejected,
-                            error_message: message,
-                        },
-                    ),
-                }))
-            }
-            IngestStatus::Limited => {
-                Err(Status::resource_exhausted(out.message.unwrap_or_default()))
-            }
-            IngestStatus::Unavailable => Err(Status::unavailable(out.message.unwrap_or_default())),
+        match ingest_otlp_metrics(&self.app, &tenant, "otlp_grpc", request.get_ref()).await {
+            OtlpOutcome::Done(resp) => Ok(Response::new(resp)),
+            OtlpOutcome::Limited(msg) => Err(Status::resource_exhausted(msg)),
+            OtlpOutcome::Unavailable(msg) => Err(Status::unavailable(msg)),
         }
     }
 }

@@ -3,8 +3,12 @@
 
 use std::time::Duration;
 
+use miru_ingest::otlp::translate_metrics;
 use miru_ingest::validate::validate_batch;
 use miru_model::{TenantId, WriteBatch};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 
 use crate::app::App;
 use crate::self_metrics::{ProtocolLabels, TenantLabel};
@@ -124,4 +128,53 @@ fn miru_storage_now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// What an OTLP metrics export ends as, for either transport to render.
+#[derive(Debug)]
+pub enum OtlpOutcome {
+    /// Stored; the response carries partial success when anything was dropped.
+    Done(ExportMetricsServiceResponse),
+    /// A per-tenant limit refused data (HTTP 429, gRPC RESOURCE_EXHAUSTED).
+    Limited(String),
+    /// Storage failed (HTTP 503, gRPC UNAVAILABLE); the client retries.
+    Unavailable(String),
+}
+
+/// OTLP metrics after decoding, shared by OTLP/HTTP and OTLP/gRPC:
+/// translate, count what could not be translated, ingest, and build the
+/// partial-success answer the OTLP spec asks for.
+pub async fn ingest_otlp_metrics(
+    app: &App,
+    tenant: &TenantId,
+    protocol: &'static str,
+    req: &ExportMetricsServiceRequest,
+) -> OtlpOutcome {
+    let tr = translate_metrics(req, &app.otlp);
+    if tr.rejected_points > 0 {
+        app.metrics
+            .discard(tenant, "otlp_untranslatable", tr.rejected_points as u64);
+    }
+    let out = ingest(app, tenant, protocol, tr.batch).await;
+    match out.status {
+        IngestStatus::Ok | IngestStatus::BadData => {
+            let rejected = tr.rejected_points + out.rejected as i64;
+            let message = [Some(tr.error_message), out.message]
+                .into_iter()
+                .flatten()
+                .filter(|m| !m.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
+            OtlpOutcome::Done(ExportMetricsServiceResponse {
+                partial_success: (rejected > 0 || !message.is_empty()).then_some(
+                    ExportMetricsPartialSuccess {
+                        rejected_data_points: rejected,
+                        error_message: message,
+                    },
+                ),
+            })
+        }
+        IngestStatus::Limited => OtlpOutcome::Limited(out.message.unwrap_or_default()),
+        IngestStatus::Unavailable => OtlpOutcome::Unavailable(out.message.unwrap_or_default()),
+    }
 }

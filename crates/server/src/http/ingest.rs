@@ -9,19 +9,17 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use miru_ingest::body::{BodyError, decode_content_encoding};
-use miru_ingest::otlp::{OtlpEncoding, decode_metrics_request, translate_metrics};
+use miru_ingest::otlp::{OtlpEncoding, decode_metrics_request};
 use miru_ingest::remote_write::{
     RemoteWriteError, RemoteWriteVersion, check_encoding, decode_v1, decode_v2, negotiate,
 };
 use miru_model::TenantId;
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
 use prost::Message;
 
 use super::text_error;
 use crate::app::App;
-use crate::pipeline::{IngestStatus, ingest};
+use crate::pipeline::{IngestStatus, OtlpOutcome, ingest, ingest_otlp_metrics};
 use crate::tenant::{ORG_ID_HEADER, TenantError, write_tenant};
 
 fn header_str(h: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
@@ -202,46 +200,17 @@ pub(super) async fn otlp_metrics(
         Ok(r) => r,
         Err(e) => return otlp_status(encoding, StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let tr = translate_metrics(&req, &app.otlp);
-    if tr.rejected_points > 0 {
-        app.metrics
-            .discard(&tenant, "otlp_untranslatable", tr.rejected_points as u64);
-    }
-    let out = ingest(&app, &tenant, "otlp_http", tr.batch).await;
-    match out.status {
-        IngestStatus::Ok | IngestStatus::BadData => {
-            let rejected = tr.rejected_points + out.rejected as i64;
-            let message = [Some(tr.error_message), out.message]
-                .into_iter()
-                .flatten()
-                .filter(|m| !m.is_empty())
-                .collect::<Vec<_>>()
-                .join("; ");
-            let resp = ExportMetricsServiceResponse {
-                partial_success: (rejected > 0 || !message.is_empty()).then_some(
-                    ExportMetricsPartialSuccess {
-                        rejected_data_points: rejected,
-                        error_message: message,
-                    },
-                ),
-            };
-            otlp_ok(encoding, &resp)
-        }
-        IngestStatus::Limited => {
-            let mut r = otlp_status(
-                encoding,
-                StatusCode::TOO_MANY_REQUESTS,
-                out.message.unwrap_or_default(),
-            );
+    match ingest_otlp_metrics(&app, &tenant, "otlp_http", &req).await {
+        OtlpOutcome::Done(resp) => otlp_ok(encoding, &resp),
+        OtlpOutcome::Limited(msg) => {
+            let mut r = otlp_status(encoding, StatusCode::TOO_MANY_REQUESTS, msg);
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             r
         }
-        IngestStatus::Unavailable => otlp_status(
-            encoding,
-            StatusCode::SERVICE_UNAVAILABLE,
-            out.message.unwrap_or_default(),
-        ),
+        OtlpOutcome::Unavailable(msg) => {
+            otlp_status(encoding, StatusCode::SERVICE_UNAVAILABLE, msg)
+        }
     }
 }
 
