@@ -25,13 +25,37 @@ pub(crate) struct Catalog {
     parts: BTreeMap<TenantId, Vec<PartEntry>>,
 }
 
+/// Undoes `%XX` escapes; anything malformed is kept as is.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && s.is_char_boundary(i + 3)
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_string())
+}
+
 impl Catalog {
     pub(crate) async fn load(store: &Arc<dyn ObjectStore>) -> Result<Catalog, object_store::Error> {
         let mut c = Catalog::default();
         let mut replaces = Vec::new();
         let mut list = store.list(None);
         while let Some(meta) = list.try_next().await? {
-            let key = meta.location.as_ref();
+            // Listing returns keys as stored, with the characters the store
+            // escapes (such as `*` in a tenant id) percent-encoded.
+            let decoded = percent_decode(meta.location.as_ref());
+            let key = decoded.as_str();
             if let Some(name) = PartName::parse(key) {
                 c.add(PartEntry {
                     name,

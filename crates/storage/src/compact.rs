@@ -19,6 +19,15 @@ use crate::{Storage, StorageError, now_ms};
 
 static PART_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// Makes a just-written local part durable: its data, then its name.
+fn sync_file_and_dir(file: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(file)?.sync_all()?;
+    if let Some(dir) = file.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// A part id unique within the tenant and ordered by creation time: the
 /// creation millisecond, the process id and a per-process counter.
 fn new_part_id() -> String {
@@ -138,6 +147,21 @@ impl Storage {
             )
             .await;
         self.observe("put", r)?;
+        if let Some(root) = self.inner.cfg.local_store_root.clone() {
+            let location = Path::from(name.key());
+            tokio::task::spawn_blocking(move || {
+                // The store's own mapping from key to file (it escapes some
+                // characters), so the synced file is the written one.
+                let file = object_store::local::LocalFileSystem::new_with_prefix(&root)?
+                    .path_to_filesystem(&location)?;
+                sync_file_and_dir(&file).map_err(|e| object_store::Error::Generic {
+                    store: "filesystem",
+                    source: Box::new(e),
+                })
+            })
+            .await
+            .expect("BUG: fsync task panicked")?;
+        }
         Ok(PartEntry {
             name: name.clone(),
             size,

@@ -49,6 +49,11 @@ pub struct StorageConfig {
     pub compaction_fan_in: usize,
     /// A finished day (this long after its end) is merged into one part.
     pub compaction_day_settle: Duration,
+    /// When parts live in a local directory, its path: part files and their
+    /// directories are fsync'd after each write, because the WAL segments
+    /// they replace are deleted next (object_store's local store does not
+    /// fsync). `None` for remote stores, which are durable on success.
+    pub local_store_root: Option<PathBuf>,
 }
 
 impl StorageConfig {
@@ -62,6 +67,7 @@ impl StorageConfig {
             compact_zstd_level: 9,
             compaction_fan_in: 4,
             compaction_day_settle: Duration::from_secs(3600),
+            local_store_root: None,
         }
     }
 }

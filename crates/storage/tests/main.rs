@@ -42,6 +42,7 @@ async fn open(dir: &std::path::Path) -> Storage {
         Arc::new(LocalFileSystem::new_with_prefix(dir.join("objects")).unwrap());
     let mut cfg = StorageConfig::new(dir.join("wal"));
     cfg.compaction_fan_in = 2;
+    cfg.local_store_root = Some(dir.join("objects"));
     Storage::open(cfg, store, Arc::new(NoopObserver), |_| 100)
         .await
         .unwrap()
@@ -61,7 +62,9 @@ async fn count(s: &Storage, t: &TenantId) -> (usize, usize) {
 async fn survives_restart_flush_and_compaction() {
     let dir = tempfile::tempdir().unwrap();
     let t = TenantId::new("t1").unwrap();
-    let other = TenantId::new("t2").unwrap();
+    // Every character a tenant id may hold, so that part keys with escaped
+    // characters are written, fsync'd and listed back.
+    let other = TenantId::new("t2(a)*'!-_.").unwrap();
     let base = 1_700_000_000_000;
     {
         let s = open(dir.path()).await;
@@ -75,6 +78,7 @@ async fn survives_restart_flush_and_compaction() {
     assert_eq!(count(&s, &other).await, (1, 1));
     s.flush().await.unwrap();
     assert_eq!(s.parts(&t).len(), 1);
+    assert_eq!(s.parts(&other).len(), 1);
     assert_eq!(count(&s, &t).await, (10, 200));
     // More data, another part, then compaction merges the two.
     let r = s
