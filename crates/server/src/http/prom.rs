@@ -39,6 +39,8 @@ fn success(data: Value) -> Response {
 struct ReadRequest {
     tenants: Vec<TenantId>,
     params: Params,
+    /// `limit`, checked once for every endpoint that takes it.
+    limit: Option<usize>,
 }
 
 async fn read_request(
@@ -75,9 +77,12 @@ async fn read_request(
     } else {
         None
     };
+    let params = Params::parse(query.as_deref(), form.as_deref());
+    let limit = params.limit().map_err(bad)?;
     Ok(ReadRequest {
         tenants,
-        params: Params::parse(query.as_deref(), form.as_deref()),
+        params,
+        limit,
     })
 }
 
@@ -170,10 +175,7 @@ pub(super) async fn series(
         Ok(r) => r,
         Err(r) => return r,
     };
-    let limit = match req.params.limit() {
-        Ok(l) => l,
-        Err(e) => return bad(e),
-    };
+    let limit = req.limit;
     match matching_series(&app, &req, true).await {
         Ok(s) => {
             let (s, w) = limited(s, limit);
@@ -195,10 +197,7 @@ pub(super) async fn labels(
         Ok(r) => r,
         Err(r) => return r,
     };
-    let limit = match req.params.limit() {
-        Ok(l) => l,
-        Err(e) => return bad(e),
-    };
+    let limit = req.limit;
     match matching_series(&app, &req, false).await {
         Ok(s) => {
             let names: BTreeSet<String> = s
@@ -251,10 +250,7 @@ pub(super) async fn label_values(
         Ok(r) => r,
         Err(r) => return r,
     };
-    let limit = match req.params.limit() {
-        Ok(l) => l,
-        Err(e) => return bad(e),
-    };
+    let limit = req.limit;
     let name = unescape_label_name(&name);
     match matching_series(&app, &req, false).await {
         Ok(s) => {
@@ -282,10 +278,7 @@ pub(super) async fn metadata(
         Err(r) => return r,
     };
     let metric = req.params.get("metric").map(str::to_string);
-    let limit = match req.params.limit() {
-        Ok(l) => l,
-        Err(e) => return bad(e),
-    };
+    let limit = req.limit;
     let mut by_name: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for t in &req.tenants {
         for m in app.storage.metadata(t) {
