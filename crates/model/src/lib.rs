@@ -4,12 +4,17 @@
 //! Input: nothing. Output: types used by `ingest`, `storage` and `server`.
 
 mod error;
+mod histogram;
 mod labels;
 mod matcher;
 mod sample;
 mod tenant;
 
 pub use error::ErrorKind;
+pub use histogram::{
+    BucketSpan, CUSTOM_BUCKETS_SCHEMA, CounterResetHint, FloatHistogram, HistogramError,
+    HistogramSample, deltas_to_absolute,
+};
 pub use labels::{Label, Labels, LabelsBuilder, METRIC_NAME};
 pub use matcher::{MatchOp, Matcher, MatcherError, matches_all};
 pub use sample::{
