@@ -30,10 +30,12 @@ fuzz_target!(|data: &[u8]| {
 /// Equality with values compared bit for bit (NaN, stale markers).
 fn same(a: &WriteBatch, b: &WriteBatch) -> bool {
     a.series.len() == b.series.len()
-        && a.histogram_count == b.histogram_count
+        && a.histogram_count() == b.histogram_count()
         && a.metadata == b.metadata
         && a.series.iter().zip(&b.series).all(|(x, y)| {
             x.labels == y.labels
+                // Debug text, so that NaN fields compare equal.
+                && format!("{:?}", x.histograms) == format!("{:?}", y.histograms)
                 && x.samples.len() == y.samples.len()
                 && x.samples.iter().zip(&y.samples).all(|(s, t)| {
                     s.timestamp_ms == t.timestamp_ms && s.value.to_bits() == t.value.to_bits()

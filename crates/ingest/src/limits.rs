@@ -47,6 +47,11 @@ pub struct TenantLimits {
     /// Days of data kept for the tenant; 0 keeps everything.
     pub retention_period_days: u64,
     pub name_validation_scheme: NameValidation,
+    /// Native histogram samples are stored; when false they are dropped
+    /// (counted as discarded, not an error), as Mimir does.
+    pub native_histograms_ingestion_enabled: bool,
+    /// Buckets (both sides) a native histogram sample may have; 0 = no limit.
+    pub max_native_histogram_buckets: usize,
 }
 
 impl Default for TenantLimits {
@@ -66,6 +71,8 @@ impl Default for TenantLimits {
             out_of_order_time_window_s: 0,
             retention_period_days: 0,
             name_validation_scheme: NameValidation::Legacy,
+            native_histograms_ingestion_enabled: true,
+            max_native_histogram_buckets: 0,
         }
     }
 }

@@ -20,7 +20,9 @@ pub enum Reason {
     TooOld,
     InvalidExemplar,
     MetadataTooLong,
-    NativeHistogramUnsupported,
+    InvalidNativeHistogram,
+    MaxNativeHistogramBuckets,
+    NativeHistogramsDisabled,
 }
 
 impl Reason {
@@ -36,7 +38,9 @@ impl Reason {
             Reason::TooOld => "too_old",
             Reason::InvalidExemplar => "exemplar_invalid",
             Reason::MetadataTooLong => "metadata_too_long",
-            Reason::NativeHistogramUnsupported => "native_histogram_unsupported",
+            Reason::InvalidNativeHistogram => "invalid_native_histogram",
+            Reason::MaxNativeHistogramBuckets => "max_native_histogram_buckets",
+            Reason::NativeHistogramsDisabled => "native_histograms_disabled",
         }
     }
 }
@@ -46,6 +50,9 @@ impl Reason {
 pub struct Rejections {
     pub counts: Vec<(Reason, u64)>,
     pub first_message: Option<String>,
+    /// Native histogram samples dropped because the tenant has them turned
+    /// off: discarded without an error, as in Mimir.
+    pub silent: u64,
 }
 
 impl Rejections {
@@ -80,20 +87,20 @@ pub fn validate_batch(batch: &mut WriteBatch, limits: &TenantLimits, now_ms: i64
     let future_limit = now_ms.saturating_add((limits.creation_grace_period_s as i64) * 1000);
     let past_limit = (limits.past_grace_period_s > 0)
         .then(|| now_ms.saturating_sub(limits.past_grace_period_s as i64 * 1000));
-    if batch.histogram_count > 0 {
-        let n = batch.histogram_count as u64;
-        rej.add(Reason::NativeHistogramUnsupported, n, || {
-            format!(
-                "{n} native histogram samples rejected: native histograms are not supported yet"
-            )
-        });
+    if !limits.native_histograms_ingestion_enabled {
+        for s in &mut batch.series {
+            // Dropped without failing the request, as Mimir does; counted
+            // apart from errors (see `Rejections::silent`).
+            rej.silent += s.histograms.len() as u64;
+            s.histograms.clear();
+        }
     }
     let mut index = 0usize;
     batch.series.retain_mut(|s| {
         let i = index;
         index += 1;
         if let Err((reason, msg)) = check_series(s, limits) {
-            let n = s.samples.len().max(1) as u64;
+            let n = (s.samples.len() + s.histograms.len()).max(1) as u64;
             rej.add(reason, n, || format!("series {i} ({}): {msg}", s.labels));
             return false;
         }
@@ -119,6 +126,53 @@ pub fn validate_batch(batch: &mut WriteBatch, limits: &TenantLimits, now_ms: i64
             }
         });
         let labels = &s.labels;
+        s.histograms.retain(|h| {
+            let problem = if h.timestamp_ms > future_limit {
+                Some((
+                    Reason::TooFarInFuture,
+                    format!(
+                        "native histogram sample timestamp {} is too far in the future (more than {}s after now)",
+                        h.timestamp_ms, limits.creation_grace_period_s
+                    ),
+                ))
+            } else if past_limit.is_some_and(|p| h.timestamp_ms < p) {
+                Some((
+                    Reason::TooOld,
+                    format!(
+                        "native histogram sample timestamp {} is too old (more than {}s before now)",
+                        h.timestamp_ms, limits.past_grace_period_s
+                    ),
+                ))
+            } else if let Err(e) = h.histogram.validate() {
+                Some((
+                    Reason::InvalidNativeHistogram,
+                    format!(
+                        "invalid native histogram sample at timestamp {}: {e}",
+                        h.timestamp_ms
+                    ),
+                ))
+            } else {
+                let buckets = h.histogram.positive_buckets.len() + h.histogram.negative_buckets.len();
+                (limits.max_native_histogram_buckets > 0
+                    && buckets > limits.max_native_histogram_buckets)
+                    .then(|| {
+                        (
+                            Reason::MaxNativeHistogramBuckets,
+                            format!(
+                                "native histogram sample at timestamp {} has {buckets} buckets, over the limit of {} (max_native_histogram_buckets)",
+                                h.timestamp_ms, limits.max_native_histogram_buckets
+                            ),
+                        )
+                    })
+            };
+            match problem {
+                Some((reason, p)) => {
+                    rej.add(reason, 1, || format!("series {i} ({labels}): {p}"));
+                    false
+                }
+                None => true,
+            }
+        });
         s.exemplars.retain(|e| {
             let chars: usize = e
                 .labels
@@ -145,7 +199,7 @@ pub fn validate_batch(batch: &mut WriteBatch, limits: &TenantLimits, now_ms: i64
                 None => true,
             }
         });
-        !s.samples.is_empty() || !s.exemplars.is_empty()
+        !s.samples.is_empty() || !s.histograms.is_empty() || !s.exemplars.is_empty()
     });
     batch.metadata.retain(|m| {
         let len = m.metric_family.len().max(m.help.len()).max(m.unit.len());
@@ -266,6 +320,7 @@ mod tests {
                 timestamp_ms: ts,
                 value: 1.0,
             }],
+            histograms: vec![],
             exemplars: vec![],
         }
     }

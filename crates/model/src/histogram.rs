@@ -191,6 +191,118 @@ fn bucket_iter<'a>(
     })
 }
 
+/// One bucket with its bounds, as Prometheus' API lists them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    pub lower: f64,
+    pub upper: f64,
+    pub lower_inclusive: bool,
+    pub upper_inclusive: bool,
+    pub count: f64,
+}
+
+impl Bucket {
+    /// Prometheus' API `boundary_rule`: 0 = (lower, upper], 1 = [lower,
+    /// upper), 2 = (lower, upper), 3 = [lower, upper].
+    pub fn boundary_rule(&self) -> u8 {
+        match (self.lower_inclusive, self.upper_inclusive) {
+            (false, true) => 0,
+            (true, false) => 1,
+            (false, false) => 2,
+            (true, true) => 3,
+        }
+    }
+}
+
+/// Upper bound of exponential bucket `index` for `schema` (Prometheus'
+/// `getBound`): base^index with base = 2^(2^-schema). The largest bucket
+/// ends at f64::MAX rather than +Inf.
+pub fn exponential_bucket_bound(index: i32, schema: i32) -> f64 {
+    let v = if schema <= 0 {
+        let exp = i64::from(index) << (-schema).min(62);
+        if exp >= 1024 {
+            return f64::MAX;
+        }
+        2f64.powi(exp.max(-1100) as i32)
+    } else {
+        let per_doubling = 1i64 << schema;
+        let whole = i64::from(index).div_euclid(per_doubling);
+        let frac = i64::from(index).rem_euclid(per_doubling);
+        if whole >= 1024 && frac == 0 {
+            return f64::MAX;
+        }
+        (frac as f64 / per_doubling as f64).exp2() * 2f64.powi(whole.clamp(-1100, 1100) as i32)
+    };
+    if v.is_infinite() { f64::MAX } else { v }
+}
+
+impl FloatHistogram {
+    /// Every bucket with a non-zero count, from the most negative to the
+    /// most positive: negative buckets, the zero bucket, positive buckets.
+    pub fn buckets(&self) -> Vec<Bucket> {
+        let mut out = Vec::new();
+        if self.uses_custom_buckets() {
+            for (i, count) in self.positive_bucket_iter() {
+                if count == 0.0 {
+                    continue;
+                }
+                let bound = |k: i32| -> f64 {
+                    usize::try_from(k)
+                        .ok()
+                        .and_then(|k| self.custom_values.get(k).copied())
+                        .unwrap_or(if k < 0 {
+                            f64::NEG_INFINITY
+                        } else {
+                            f64::INFINITY
+                        })
+                };
+                out.push(Bucket {
+                    lower: bound(i - 1),
+                    upper: bound(i),
+                    lower_inclusive: false,
+                    upper_inclusive: true,
+                    count,
+                });
+            }
+            return out;
+        }
+        let mut negative: Vec<(i32, f64)> = self.negative_bucket_iter().collect();
+        negative.reverse();
+        for (i, count) in negative {
+            if count != 0.0 {
+                out.push(Bucket {
+                    lower: -exponential_bucket_bound(i, self.schema),
+                    upper: -exponential_bucket_bound(i - 1, self.schema),
+                    lower_inclusive: true,
+                    upper_inclusive: false,
+                    count,
+                });
+            }
+        }
+        if self.zero_count != 0.0 {
+            out.push(Bucket {
+                lower: -self.zero_threshold,
+                upper: self.zero_threshold,
+                lower_inclusive: true,
+                upper_inclusive: true,
+                count: self.zero_count,
+            });
+        }
+        for (i, count) in self.positive_bucket_iter() {
+            if count != 0.0 {
+                out.push(Bucket {
+                    lower: exponential_bucket_bound(i - 1, self.schema),
+                    upper: exponential_bucket_bound(i, self.schema),
+                    lower_inclusive: false,
+                    upper_inclusive: true,
+                    count,
+                });
+            }
+        }
+        out
+    }
+}
+
 /// Turns delta-encoded integer bucket counts (remote write's integer
 /// histograms) into absolute float counts.
 pub fn deltas_to_absolute(deltas: &[i64]) -> Vec<f64> {
@@ -297,6 +409,61 @@ mod tests {
             x.validate(),
             Err(HistogramError::CustomIndexOutOfRange { .. })
         ));
+    }
+
+    #[test]
+    fn bucket_bounds_follow_the_schema() {
+        assert_eq!(exponential_bucket_bound(0, 0), 1.0);
+        assert_eq!(exponential_bucket_bound(1, 0), 2.0);
+        assert_eq!(exponential_bucket_bound(-1, 0), 0.5);
+        assert_eq!(exponential_bucket_bound(1, -1), 4.0);
+        assert_eq!(exponential_bucket_bound(2, 1), 2.0);
+        assert!((exponential_bucket_bound(1, 1) - std::f64::consts::SQRT_2).abs() < 1e-15);
+        assert!((exponential_bucket_bound(-1, 1) - 1.0 / std::f64::consts::SQRT_2).abs() < 1e-15);
+        assert_eq!(exponential_bucket_bound(1024, 0), f64::MAX);
+        let h = FloatHistogram {
+            schema: 0,
+            zero_threshold: 0.001,
+            zero_count: 2.0,
+            positive_spans: vec![BucketSpan {
+                offset: 0,
+                length: 2,
+            }],
+            positive_buckets: vec![1.0, 0.0],
+            negative_spans: vec![BucketSpan {
+                offset: 1,
+                length: 1,
+            }],
+            negative_buckets: vec![3.0],
+            ..Default::default()
+        };
+        let b = h.buckets();
+        assert_eq!(b.len(), 3);
+        assert_eq!(
+            (b[0].lower, b[0].upper, b[0].boundary_rule()),
+            (-2.0, -1.0, 1)
+        );
+        assert_eq!(
+            (b[1].lower, b[1].upper, b[1].boundary_rule()),
+            (-0.001, 0.001, 3)
+        );
+        assert_eq!(
+            (b[2].lower, b[2].upper, b[2].boundary_rule(), b[2].count),
+            (0.5, 1.0, 0, 1.0)
+        );
+        let c = FloatHistogram {
+            schema: CUSTOM_BUCKETS_SCHEMA,
+            custom_values: vec![1.0, 5.0],
+            positive_spans: vec![BucketSpan {
+                offset: 0,
+                length: 3,
+            }],
+            positive_buckets: vec![1.0, 2.0, 3.0],
+            ..Default::default()
+        };
+        let b = c.buckets();
+        assert_eq!((b[0].lower, b[0].upper), (f64::NEG_INFINITY, 1.0));
+        assert_eq!((b[2].lower, b[2].upper), (5.0, f64::INFINITY));
     }
 
     #[test]

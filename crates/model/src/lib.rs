@@ -12,8 +12,8 @@ mod tenant;
 
 pub use error::ErrorKind;
 pub use histogram::{
-    BucketSpan, CUSTOM_BUCKETS_SCHEMA, CounterResetHint, FloatHistogram, HistogramError,
-    HistogramSample, deltas_to_absolute,
+    Bucket, BucketSpan, CUSTOM_BUCKETS_SCHEMA, CounterResetHint, FloatHistogram, HistogramError,
+    HistogramSample, deltas_to_absolute, exponential_bucket_bound,
 };
 pub use labels::{Label, Labels, LabelsBuilder, METRIC_NAME};
 pub use matcher::{MatchOp, Matcher, MatcherError, matches_all};

@@ -78,6 +78,9 @@ pub struct MetricMetadata {
 pub struct SeriesWrite {
     pub labels: Labels,
     pub samples: Vec<Sample>,
+    /// Native histogram samples, kept apart from floats as in Prometheus:
+    /// a series holds floats or histograms at any one timestamp.
+    pub histograms: Vec<crate::HistogramSample>,
     pub exemplars: Vec<Exemplar>,
 }
 
@@ -86,13 +89,15 @@ pub struct SeriesWrite {
 pub struct WriteBatch {
     pub series: Vec<SeriesWrite>,
     pub metadata: Vec<MetricMetadata>,
-    /// Native histogram samples in the request; counted, not yet stored.
-    pub histogram_count: usize,
 }
 
 impl WriteBatch {
     pub fn sample_count(&self) -> usize {
         self.series.iter().map(|s| s.samples.len()).sum()
+    }
+
+    pub fn histogram_count(&self) -> usize {
+        self.series.iter().map(|s| s.histograms.len()).sum()
     }
 
     pub fn exemplar_count(&self) -> usize {

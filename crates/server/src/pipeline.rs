@@ -30,7 +30,9 @@ pub enum IngestStatus {
 pub struct IngestOutcome {
     pub status: IngestStatus,
     pub message: Option<String>,
+    /// Float samples stored (or identical resends of stored ones).
     pub samples_written: u64,
+    pub histograms_written: u64,
     pub exemplars_written: u64,
     /// Samples, exemplars and histograms not stored (for OTLP partial success).
     pub rejected: u64,
@@ -43,7 +45,8 @@ pub async fn ingest(
     mut batch: WriteBatch,
 ) -> IngestOutcome {
     let m = &app.metrics;
-    let samples = batch.sample_count() as u64;
+    // Native histogram samples count as samples, as in Mimir.
+    let samples = (batch.sample_count() + batch.histogram_count()) as u64;
     let exemplars = batch.exemplar_count() as u64;
     m.received_samples
         .get_or_create(&ProtocolLabels {
@@ -57,21 +60,27 @@ pub async fn ingest(
         })
         .inc_by(exemplars);
     let limits = app.limits.for_tenant(tenant);
-    let cost = samples + exemplars + batch.metadata.len() as u64 + batch.histogram_count as u64;
+    let cost = samples + exemplars + batch.metadata.len() as u64;
     if let Err(e) = app.limits.take_ingestion(tenant, cost) {
         m.discard(tenant, "rate_limited", samples);
         return IngestOutcome {
             status: IngestStatus::Limited,
             message: Some(e.to_string()),
             samples_written: 0,
+            histograms_written: 0,
             exemplars_written: 0,
-            rejected: samples + exemplars + batch.histogram_count as u64,
+            rejected: samples + exemplars,
         };
     }
     let rej = validate_batch(&mut batch, &limits, miru_storage_now_ms());
     for (reason, n) in &rej.counts {
         m.discard(tenant, reason.as_str(), *n);
     }
+    m.discard(
+        tenant,
+        miru_ingest::validate::Reason::NativeHistogramsDisabled.as_str(),
+        rej.silent,
+    );
     let append_limits = miru_storage::AppendLimits {
         max_series: limits.max_global_series_per_user,
         out_of_order_window: Duration::from_secs(limits.out_of_order_time_window_s),
@@ -85,6 +94,7 @@ pub async fn ingest(
                 status: IngestStatus::Unavailable,
                 message: Some(format!("storage unavailable: {e}")),
                 samples_written: 0,
+                histograms_written: 0,
                 exemplars_written: 0,
                 rejected: samples + exemplars,
             }
@@ -95,7 +105,7 @@ pub async fn ingest(
             };
             m.accepted_samples
                 .get_or_create(&tl)
-                .inc_by(r.samples_accepted);
+                .inc_by(r.samples_accepted + r.histograms_accepted);
             m.accepted_exemplars
                 .get_or_create(&tl)
                 .inc_by(r.exemplars_accepted);
@@ -116,6 +126,7 @@ pub async fn ingest(
                 status,
                 message,
                 samples_written: r.samples_accepted + r.samples_deduplicated,
+                histograms_written: r.histograms_accepted + r.histograms_deduplicated,
                 exemplars_written: r.exemplars_accepted,
                 rejected: rej.total() + head_rejected,
             }

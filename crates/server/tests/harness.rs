@@ -243,6 +243,7 @@ pub fn raw(
         .as_array()
         .unwrap()
         .iter()
+        .filter(|s| s.get("values").is_some())
         .map(|s| {
             let vals = s["values"]
                 .as_array()
@@ -255,6 +256,38 @@ pub fn raw(
                 })
                 .collect();
             (s["metric"].clone(), vals)
+        })
+        .collect()
+}
+
+/// Stored native histogram samples of a selector, as (labels, [(ts,
+/// histogram JSON as the Prometheus API encodes it)]).
+pub fn raw_histograms(
+    server: &Server,
+    tenant: Option<&str>,
+    selector: &str,
+) -> Vec<(serde_json::Value, Vec<(i64, serde_json::Value)>)> {
+    let q = format!("/miru/api/v1/raw?match[]={}", urlencode(selector));
+    let (status, body) = get_json(server, tenant, &q);
+    assert_eq!(status, 200, "{body}");
+    body["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s.get("histograms").is_some())
+        .map(|s| {
+            let hs = s["histograms"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| {
+                    (
+                        (v[0].as_f64().unwrap() * 1000.0).round() as i64,
+                        v[1].clone(),
+                    )
+                })
+                .collect();
+            (s["metric"].clone(), hs)
         })
         .collect()
 }

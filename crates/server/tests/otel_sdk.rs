@@ -65,7 +65,12 @@ resource = Resource.create(
     }
 )
 reader = PeriodicExportingMetricReader(Recording(**kwargs), export_interval_millis=math.inf)
-provider = MeterProvider(resource=resource, metric_readers=[reader])
+from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
+
+exponential = View(
+    instrument_name="rpc.duration", aggregation=ExponentialBucketHistogramAggregation()
+)
+provider = MeterProvider(resource=resource, metric_readers=[reader], views=[exponential])
 meter = provider.get_meter("shop.checkout", "0.1.0")
 
 orders = meter.create_counter("orders", unit="1", description="Orders placed")
@@ -80,6 +85,10 @@ depth.add(-2)
 latency = meter.create_histogram("http.server.duration", unit="ms", description="Server latency")
 for v in (12, 40, 700):
     latency.record(v, {"http.request.method": "GET", "http.response.status_code": 200})
+
+rpc = meter.create_histogram("rpc.duration", unit="s", description="RPC latency")
+for v in (0.002, 0.004, 0.5):
+    rpc.record(v)
 
 flushed = provider.force_flush(timeout_millis=20_000)
 provider.shutdown()
@@ -230,6 +239,35 @@ fn assert_sdk_metrics(s: &Server) {
     );
     assert_eq!(v, 752.0);
     assert_eq!(one(s, "http_server_duration_milliseconds_count").1, 3.0);
+
+    // Exponential histogram: one native histogram series under the base
+    // name, whose buckets hold each recorded value (this checks the OTLP ->
+    // Prometheus bucket index shift and the schema).
+    let hists = raw_histograms(s, Some("otel"), "rpc_duration_seconds");
+    assert_eq!(hists.len(), 1, "{hists:?}");
+    assert_eq!(hists[0].0, with("rpc_duration_seconds", &[]));
+    let h = &hists[0].1.last().unwrap().1;
+    assert_eq!(h["count"], "3");
+    assert_eq!(h["sum"].as_str().unwrap().parse::<f64>().unwrap(), 0.506);
+    let buckets: Vec<(f64, f64, f64)> = h["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            assert_eq!(b[0], 0, "positive buckets are (lower, upper]: {b}");
+            let f = |i: usize| b[i].as_str().unwrap().parse::<f64>().unwrap();
+            (f(1), f(2), f(3))
+        })
+        .collect();
+    assert_eq!(buckets.iter().map(|b| b.2).sum::<f64>(), 3.0, "{h}");
+    for v in [0.002, 0.004, 0.5] {
+        assert!(
+            buckets
+                .iter()
+                .any(|(lo, hi, c)| *lo < v && v <= *hi && *c >= 1.0),
+            "{v} is in no bucket of {h}"
+        );
+    }
 
     // The resource: job/instance from service.*, the rest on target_info.
     let (labels, v) = one(s, "target_info");

@@ -202,3 +202,134 @@ fn remote_write_v2_negotiation_and_written_headers() {
     );
     assert!(resp.text().unwrap().contains("missing metric name"));
 }
+
+#[test]
+fn native_histograms_over_remote_write_1_and_2() {
+    use miru_ingest::remote_write::proto_v1::{BucketSpan, Histogram};
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path(), &[]);
+    let t0 = now_ms() - 60_000;
+    // An integer histogram, schema 0, buckets 1 and 2 with counts 2 and 3
+    // (deltas 2, +1), zero bucket 1: as Prometheus' client sends it.
+    let int_hist = |ts: i64| Histogram {
+        count_int: 6,
+        sum: 9.5,
+        schema: 0,
+        zero_threshold: 0.001,
+        zero_count_int: 1,
+        positive_spans: vec![BucketSpan {
+            offset: 1,
+            length: 2,
+        }],
+        positive_deltas: vec![2, 1],
+        timestamp: ts,
+        ..Default::default()
+    };
+    let mut ts = series(&[("__name__", "rpc_seconds"), ("job", "api")], &[]);
+    ts.histograms = vec![int_hist(t0), int_hist(t0 + 15_000)];
+    // Spans cover 3 buckets but 2 counts are given: rejected with a reason,
+    // the rest of the request is kept.
+    let mut bad = series(&[("__name__", "broken_seconds"), ("job", "api")], &[]);
+    let mut h = int_hist(t0);
+    h.positive_spans[0].length = 3;
+    bad.histograms = vec![h];
+    let (status, body) = push(
+        &s,
+        None,
+        &WriteRequest {
+            timeseries: vec![ts, bad],
+            ..Default::default()
+        },
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("series 1") && body.contains("spans cover 3 buckets but 2 bucket counts"),
+        "{body}"
+    );
+    let check = |s: &Server| {
+        let hs = raw_histograms(s, None, "rpc_seconds");
+        assert_eq!(hs.len(), 1);
+        assert_eq!(hs[0].1.len(), 2);
+        assert_eq!(
+            hs[0].1[0],
+            (
+                t0,
+                serde_json::json!({
+                    "count": "6",
+                    "sum": "9.5",
+                    "buckets": [
+                        [3, "-0.001", "0.001", "1"],
+                        [0, "1", "2", "2"],
+                        [0, "2", "4", "3"]
+                    ]
+                })
+            )
+        );
+        assert!(raw_histograms(s, None, "broken_seconds").is_empty());
+    };
+    check(&s);
+    assert_eq!(
+        metric_sum(
+            &s,
+            "miru_discarded_samples_total",
+            "invalid_native_histogram"
+        ),
+        1.0
+    );
+
+    // Remote write 2.0: a float histogram with custom buckets (NHCB), and
+    // the histograms-written header.
+    let req = proto_v2::Request {
+        symbols: vec!["".into(), "__name__".into(), "nhcb_seconds".into()],
+        timeseries: vec![proto_v2::TimeSeries {
+            labels_refs: vec![1, 2],
+            histograms: vec![Histogram {
+                count_float: 4.0,
+                sum: 3.0,
+                schema: -53,
+                positive_spans: vec![BucketSpan {
+                    offset: 0,
+                    length: 3,
+                }],
+                positive_counts: vec![1.0, 2.0, 1.0],
+                custom_values: vec![0.5, 1.0],
+                timestamp: t0,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let resp = client()
+        .post(s.url("/api/v1/write"))
+        .header(
+            "Content-Type",
+            "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+        )
+        .header("Content-Encoding", "snappy")
+        .body(v2_body(&req))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    assert_eq!(
+        resp.headers()["x-prometheus-remote-write-histograms-written"],
+        "1"
+    );
+    assert_eq!(
+        resp.headers()["x-prometheus-remote-write-samples-written"],
+        "0"
+    );
+    let nhcb = serde_json::json!({
+        "count": "4",
+        "sum": "3",
+        "buckets": [[0, "-Inf", "0.5", "1"], [0, "0.5", "1", "2"], [0, "1", "+Inf", "1"]]
+    });
+    assert_eq!(raw_histograms(&s, None, "nhcb_seconds")[0].1[0].1, nhcb);
+
+    // Through a restart (WAL replay), then a flush into a part.
+    s.restart();
+    check(&s);
+    let r = client().post(s.url("/ingester/flush")).send().unwrap();
+    assert!(r.status().is_success());
+    check(&s);
+    assert_eq!(raw_histograms(&s, None, "nhcb_seconds")[0].1[0].1, nhcb);
+}

@@ -86,6 +86,7 @@ fn head_append(c: &mut Criterion) {
                             timestamp_ms: ts,
                             value: s[0].value,
                         }],
+                        histograms: vec![],
                         exemplars: vec![],
                     })
                     .collect(),

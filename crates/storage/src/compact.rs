@@ -8,13 +8,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use miru_model::{Labels, Sample, TenantId};
+use miru_model::{HistogramSample, Labels, Sample, TenantId};
 use object_store::{ObjectStoreExt, PutPayload, path::Path};
 
 use crate::catalog::{PartEntry, REPLACES_SUFFIX};
-use crate::codec::Reader;
 use crate::head::{Frozen, sort_dedup};
-use crate::part::{PartIndex, PartName, PartReader, PartWriter, decode_chunk};
+use crate::part::{
+    ChunkKind, ChunkSamples, PartIndex, PartName, PartReader, PartWriter, decode_kind,
+};
 use crate::{Storage, StorageError, now_ms};
 
 static PART_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -177,8 +178,17 @@ impl Storage {
         let frozen = Arc::clone(f);
         let (bytes, st) = tokio::task::spawn_blocking(move || {
             let mut w = PartWriter::new(level);
+            // Floats and histograms are each sorted by labels; interleave
+            // them so the part stays in (labels, kind) order.
+            let mut hists = frozen.histograms.iter().peekable();
             for (labels, samples) in &frozen.series {
+                while let Some((hl, hs)) = hists.next_if(|(hl, _)| hl < labels) {
+                    w.add_histograms(hl, hs);
+                }
                 w.add(labels, samples);
+            }
+            for (hl, hs) in hists {
+                w.add_histograms(hl, hs);
             }
             w.finish()
         })
@@ -271,34 +281,43 @@ impl Storage {
         }
         // Every output series, with where it is in each source. Sources are
         // in creation order, so later data wins in `sort_dedup`.
-        let mut plan: BTreeMap<Labels, Vec<(usize, usize)>> = BTreeMap::new();
+        let mut plan: BTreeMap<(Labels, ChunkKind), Vec<(usize, usize)>> = BTreeMap::new();
         for (src, idx) in indexes.iter().enumerate() {
             for (pos, s) in idx.series.iter().enumerate() {
-                plan.entry(s.labels.clone()).or_default().push((src, pos));
+                plan.entry((s.labels.clone(), s.kind))
+                    .or_default()
+                    .push((src, pos));
             }
         }
         let mut blocks: Vec<Option<(u32, Arc<Vec<u8>>)>> = vec![None; readers.len()];
         let mut writer = PartWriter::new(self.inner.cfg.compact_zstd_level);
-        let mut samples: Vec<Sample> = Vec::new();
+        let mut floats: Vec<Sample> = Vec::new();
+        let mut hists: Vec<HistogramSample> = Vec::new();
         let mut total = 0u64;
-        for (labels, locs) in &plan {
-            samples.clear();
+        for ((labels, kind), locs) in &plan {
+            floats.clear();
+            hists.clear();
             for &(src, pos) in locs {
                 let s = &indexes[src].series[pos];
                 let block = self
                     .cached_block(&readers[src], &indexes[src], &mut blocks[src], s.block)
                     .await?;
                 let chunk = block.get(s.offset as usize..).unwrap_or(&[]);
-                decode_chunk(&mut Reader::new(chunk), i64::MIN, i64::MAX, &mut samples).map_err(
-                    |source| crate::part::PartError::Codec {
+                match decode_kind(*kind, chunk, i64::MIN, i64::MAX).map_err(|source| {
+                    crate::part::PartError::Codec {
                         path: readers[src].name.key(),
                         source,
-                    },
-                )?;
+                    }
+                })? {
+                    ChunkSamples::Floats(v) => floats.extend(v),
+                    ChunkSamples::Histograms(v) => hists.extend(v),
+                }
             }
-            sort_dedup(&mut samples);
-            total += samples.len() as u64;
-            writer.add(labels, &samples);
+            sort_dedup(&mut floats);
+            sort_dedup(&mut hists);
+            total += (floats.len() + hists.len()) as u64;
+            writer.add(labels, &floats);
+            writer.add_histograms(labels, &hists);
         }
         let Some((min_ts, max_ts)) = writer.time_range() else {
             return Ok(());

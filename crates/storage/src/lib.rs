@@ -11,6 +11,7 @@ mod compact;
 #[doc(hidden)]
 pub mod fuzzing;
 mod head;
+mod histogram_codec;
 pub mod part;
 mod scan;
 mod store;
@@ -116,8 +117,12 @@ pub struct AppendLimits {
 /// Result of an append, for the response and the metrics.
 #[derive(Debug, Default)]
 pub struct AppendResult {
+    /// Float samples stored.
     pub samples_accepted: u64,
     pub samples_deduplicated: u64,
+    /// Native histogram samples stored.
+    pub histograms_accepted: u64,
+    pub histograms_deduplicated: u64,
     pub exemplars_accepted: u64,
     pub exemplars_dropped: u64,
     /// Rejections by reason label (`sample_out_of_order`, ...).
@@ -222,6 +227,25 @@ impl Storage {
                             }
                             if let Some(&id) = ids.get(&(tenant.clone(), wal_id)) {
                                 h.replay_sample(id, s);
+                                stats.samples_replayed += 1;
+                            }
+                        }
+                    }
+                    wal::Record::Histograms { tenant, histograms } => {
+                        let h = heads
+                            .entry(tenant.clone())
+                            .or_insert_with(|| TenantHead::new(tenant.clone()));
+                        for (wal_id, s) in histograms {
+                            let day = part::PartName::day_of(s.timestamp_ms);
+                            if flushed
+                                .get(&(tenant.clone(), day))
+                                .is_some_and(|&f| f >= seg)
+                            {
+                                stats.samples_skipped += 1;
+                                continue;
+                            }
+                            if let Some(&id) = ids.get(&(tenant.clone(), wal_id)) {
+                                h.replay_histogram(id, s);
                                 stats.samples_replayed += 1;
                             }
                         }
@@ -338,6 +362,8 @@ impl Storage {
         Ok(AppendResult {
             samples_accepted: outcome.samples_accepted,
             samples_deduplicated: outcome.samples_deduplicated,
+            histograms_accepted: outcome.histograms_accepted,
+            histograms_deduplicated: outcome.histograms_deduplicated,
             exemplars_accepted: outcome.exemplars_accepted,
             exemplars_dropped: outcome.exemplars_dropped,
             rejected: outcome

@@ -4,10 +4,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use miru_model::{Exemplar, Labels, Matcher, MetricMetadata, Sample, TenantId};
+use miru_model::{Exemplar, HistogramSample, Labels, Matcher, MetricMetadata, Sample, TenantId};
 
 use crate::head::sort_dedup;
-use crate::part::PartReader;
+use crate::part::{ChunkSamples, PartReader};
 use crate::{Storage, StorageError};
 
 /// One series and its samples, sorted by time without duplicates.
@@ -15,7 +15,12 @@ use crate::{Storage, StorageError};
 pub struct SeriesSamples {
     pub labels: Labels,
     pub samples: Vec<Sample>,
+    /// Native histogram samples, likewise sorted.
+    pub histograms: Vec<HistogramSample>,
 }
+
+/// Samples gathered per series from parts and heads before sorting.
+pub(crate) type Merged = BTreeMap<Labels, (Vec<Sample>, Vec<HistogramSample>)>;
 
 impl Storage {
     fn parts_for(&self, tenant: &TenantId, mint: i64, maxt: i64) -> Vec<PartReader> {
@@ -39,7 +44,7 @@ impl Storage {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, StorageError> {
-        let mut merged: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+        let mut merged: Merged = BTreeMap::new();
         for p in self.parts_for(tenant, mint, maxt) {
             let index = self.observe("get", p.read_index().await)?;
             let positions = index.select(matchers, mint, maxt);
@@ -49,7 +54,11 @@ impl Storage {
             for (labels, samples) in
                 self.observe("get", p.read_series(&index, &positions, mint, maxt).await)?
             {
-                merged.entry(labels).or_default().extend(samples);
+                let dst = merged.entry(labels).or_default();
+                match samples {
+                    ChunkSamples::Floats(v) => dst.0.extend(v),
+                    ChunkSamples::Histograms(v) => dst.1.extend(v),
+                }
             }
         }
         if let Some(h) = self.read_heads().get(tenant) {
@@ -62,9 +71,14 @@ impl Storage {
         }
         Ok(merged
             .into_iter()
-            .filter_map(|(labels, mut samples)| {
+            .filter_map(|(labels, (mut samples, mut histograms))| {
                 sort_dedup(&mut samples);
-                (!samples.is_empty()).then_some(SeriesSamples { labels, samples })
+                sort_dedup(&mut histograms);
+                (!samples.is_empty() || !histograms.is_empty()).then_some(SeriesSamples {
+                    labels,
+                    samples,
+                    histograms,
+                })
             })
             .collect())
     }

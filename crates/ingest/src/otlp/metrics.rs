@@ -20,8 +20,8 @@ use super::attributes::{attribute_labels, value_string};
 use super::names::{NameError, SuffixKind, label_name, metadata_unit, metric_name};
 use super::output::{Output, dropped};
 use super::points::{
-    BaseLabels, MetricCtx, histogram_point, number_point, series_labels, set_job_instance,
-    summary_point,
+    BaseLabels, MetricCtx, exponential_histogram_point, histogram_point, number_point,
+    series_labels, set_job_instance, summary_point,
 };
 
 const SERVICE_NAME: &str = "service.name";
@@ -185,24 +185,13 @@ fn translate_metric(
     if points == 0 {
         return;
     }
-    if matches!(data, Data::ExponentialHistogram(_)) {
-        // miru stores float samples only; until native histograms land these
-        // are reported back instead of being approximated.
-        out.reject(
-            points,
-            format!(
-                "{what} {name:?}: native histograms are not supported yet; {}",
-                dropped(points)
-            ),
-        );
-        return;
-    }
     // Delta sums and histograms are rejected, as Prometheus and Mimir do by
     // default (their delta ingestion is an experimental opt-in that writes
     // the deltas as if they were gauges, which PromQL's rate() misreads).
     let temporality = match data {
         Data::Sum(s) => Some(s.aggregation_temporality),
         Data::Histogram(h) => Some(h.aggregation_temporality),
+        Data::ExponentialHistogram(h) => Some(h.aggregation_temporality),
         _ => None,
     };
     if let Some(t) = temporality
@@ -227,8 +216,10 @@ fn translate_metric(
         Data::Gauge(_) => (SuffixKind::Gauge, MetricType::Gauge),
         Data::Sum(s) if s.is_monotonic => (SuffixKind::MonotonicCounter, MetricType::Counter),
         Data::Sum(_) => (SuffixKind::Other, MetricType::Gauge),
-        Data::Histogram(_) => (SuffixKind::Other, MetricType::Histogram),
-        _ => (SuffixKind::Other, MetricType::Summary),
+        Data::Histogram(_) | Data::ExponentialHistogram(_) => {
+            (SuffixKind::Other, MetricType::Histogram)
+        }
+        Data::Summary(_) => (SuffixKind::Other, MetricType::Summary),
     };
     let family = match metric_name(
         name,
@@ -280,7 +271,11 @@ fn translate_metric(
                 summary_point(&mut ctx, out, p);
             }
         }
-        Data::ExponentialHistogram(_) => unreachable!("BUG: exponential histograms return early"),
+        Data::ExponentialHistogram(h) => {
+            for p in &h.data_points {
+                exponential_histogram_point(&mut ctx, out, p);
+            }
+        }
     }
 
     if ctx.wrote {
@@ -875,7 +870,24 @@ mod tests {
     }
 
     #[test]
-    fn exponential_histograms_are_rejected_and_the_rest_kept() {
+    fn exponential_histograms_become_native_histograms() {
+        use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
+        let point = ExponentialHistogramDataPoint {
+            time_unix_nano: T_NS,
+            count: 10,
+            sum: Some(12.5),
+            scale: 10,
+            zero_count: 1,
+            zero_threshold: 0.0,
+            positive: Some(Buckets {
+                offset: 3,
+                bucket_counts: vec![2, 3, 0, 4],
+            }),
+            negative: None,
+            ..Default::default()
+        };
+        let mut bad_scale = point.clone();
+        bad_scale.scale = -5;
         let req = request(
             service(),
             vec![
@@ -883,27 +895,54 @@ mod tests {
                     "latency",
                     "s",
                     Data::ExponentialHistogram(ExponentialHistogram {
-                        data_points: vec![ExponentialHistogramDataPoint::default(); 3],
+                        data_points: vec![point, bad_scale],
                         aggregation_temporality: CUMULATIVE,
                     }),
                 ),
-                metric("up", "", gauge(vec![number(T_NS, 1.0, vec![])])),
+                metric(
+                    "delta.latency",
+                    "s",
+                    Data::ExponentialHistogram(ExponentialHistogram {
+                        data_points: vec![ExponentialHistogramDataPoint::default()],
+                        aggregation_temporality: DELTA,
+                    }),
+                ),
             ],
         );
         let t = translate(&req);
-        assert_eq!(t.rejected_points, 3);
+        let s = series(&t, "latency_seconds", &[("job", "shop/api")]);
+        assert!(s.samples.is_empty());
+        assert_eq!(s.histograms.len(), 1);
+        let h = &s.histograms[0];
+        assert_eq!(h.timestamp_ms, T_MS);
+        // Scale 10 is reduced to 8: OTLP indexes 3,4,(5),6 >> 2 = 0,1,1 -> +1.
+        assert_eq!(h.histogram.schema, 8);
         assert_eq!(
-            t.error_message,
-            "exponential histogram \"latency\": native histograms are not supported yet; \
-             3 data points dropped"
+            h.histogram.positive_spans,
+            vec![miru_model::BucketSpan {
+                offset: 1,
+                length: 2
+            }]
         );
-        assert_eq!(t.batch.histogram_count, 0);
-        series(&t, "up", &[]);
+        assert_eq!(h.histogram.positive_buckets, vec![2.0, 7.0]);
+        assert_eq!((h.histogram.count, h.histogram.sum), (10.0, 12.5));
+        assert_eq!(h.histogram.zero_count, 1.0);
+        assert_eq!(h.histogram.zero_threshold, 1e-128);
+        assert_eq!(h.histogram.validate(), Ok(()));
+        assert_eq!(t.batch.histogram_count(), 1);
+        assert!(t.batch.metadata.iter().any(
+            |m| m.metric_family == "latency_seconds" && m.metric_type == MetricType::Histogram
+        ));
+        assert_eq!(t.rejected_points, 2);
         assert!(
-            t.batch
-                .metadata
-                .iter()
-                .all(|m| !m.metric_family.starts_with("latency"))
+            t.error_message.contains("scale -5 is below -4"),
+            "{}",
+            t.error_message
+        );
+        assert!(
+            t.error_message.contains("delta aggregation temporality"),
+            "{}",
+            t.error_message
         );
     }
 
@@ -1110,12 +1149,9 @@ mod tests {
         );
         assert_eq!(info.labels.get("otel_scope_name"), None);
 
-        assert_eq!(t.rejected_points, 1);
-        assert!(
-            t.error_message
-                .starts_with("exponential histogram \"my.exponential.histogram\""),
-            "{}",
-            t.error_message
-        );
+        let exp = series(&t, "my_exponential_histogram", &[]);
+        assert_eq!(exp.histograms.len(), 1);
+        assert_eq!(exp.histograms[0].histogram.validate(), Ok(()));
+        assert_eq!(t.rejected_points, 0, "{}", t.error_message);
     }
 }

@@ -3,7 +3,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use miru_model::{Exemplar, Labels, MetricMetadata, Sample, SeriesWrite, WriteBatch};
+use miru_model::{
+    Exemplar, HistogramSample, Labels, MetricMetadata, Sample, SeriesWrite, WriteBatch,
+};
 
 use super::metrics::OtlpTranslation;
 
@@ -28,6 +30,7 @@ impl Output {
             self.batch.series.push(SeriesWrite {
                 labels: labels.clone(),
                 samples: Vec::new(),
+                histograms: Vec::new(),
                 exemplars: Vec::new(),
             });
             self.batch.series.len() - 1
@@ -38,6 +41,17 @@ impl Output {
     pub(super) fn push(&mut self, labels: Labels, sample: Sample, exemplars: Vec<Exemplar>) {
         let series = self.series(labels);
         series.samples.push(sample);
+        series.exemplars.extend(exemplars);
+    }
+
+    pub(super) fn push_histogram(
+        &mut self,
+        labels: Labels,
+        sample: HistogramSample,
+        exemplars: Vec<Exemplar>,
+    ) {
+        let series = self.series(labels);
+        series.histograms.push(sample);
         series.exemplars.extend(exemplars);
     }
 

@@ -5,11 +5,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use miru_model::{Exemplar, Labels, LabelsBuilder, METRIC_NAME, STALE_NAN_BITS, Sample};
+use miru_model::{
+    BucketSpan, Exemplar, FloatHistogram, HistogramSample, Labels, LabelsBuilder, METRIC_NAME,
+    STALE_NAN_BITS, Sample,
+};
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::{
-    DataPointFlags, Exemplar as OtlpExemplar, HistogramDataPoint, NumberDataPoint,
-    SummaryDataPoint, exemplar, number_data_point,
+    DataPointFlags, Exemplar as OtlpExemplar, ExponentialHistogramDataPoint, HistogramDataPoint,
+    NumberDataPoint, SummaryDataPoint, exemplar, number_data_point,
 };
 
 use super::attributes::{attribute_labels, exemplar_labels};
@@ -206,6 +209,115 @@ pub(super) fn histogram_point(ctx: &mut MetricCtx<'_>, out: &mut Output, p: &His
     );
 }
 
+/// Zero threshold Prometheus' OTLP translator uses when the point has none.
+const DEFAULT_ZERO_THRESHOLD: f64 = 1e-128;
+
+/// An exponential histogram point becomes one native histogram sample under
+/// the metric's name (no `_bucket`/`_sum`/`_count` series), as Prometheus
+/// and Mimir translate it. Scales above 8 are reduced to 8 by merging
+/// buckets; scales below -4 cannot be represented and are rejected.
+pub(super) fn exponential_histogram_point(
+    ctx: &mut MetricCtx<'_>,
+    out: &mut Output,
+    p: &ExponentialHistogramDataPoint,
+) {
+    if p.scale < -4 {
+        ctx.drop_point(format!(
+            "exponential histogram scale {} is below -4, the smallest native histogram schema",
+            p.scale
+        ));
+        return;
+    }
+    let Some(base) = ctx.base_labels(&p.attributes) else {
+        return;
+    };
+    let scale_down = (p.scale - 8).max(0) as u32;
+    let timestamp_ms = ns_to_ms(p.time_unix_nano);
+    let (positive_spans, positive_buckets) = p
+        .positive
+        .as_ref()
+        .map(|b| prometheus_buckets(&b.bucket_counts, b.offset, scale_down))
+        .unwrap_or_default();
+    let (negative_spans, negative_buckets) = p
+        .negative
+        .as_ref()
+        .map(|b| prometheus_buckets(&b.bucket_counts, b.offset, scale_down))
+        .unwrap_or_default();
+    let sum = if no_recorded_value(p.flags) {
+        stale_nan()
+    } else {
+        p.sum.unwrap_or(0.0)
+    };
+    let histogram = FloatHistogram {
+        counter_reset_hint: miru_model::CounterResetHint::Unknown,
+        schema: p.scale.min(8),
+        zero_threshold: if p.zero_threshold > 0.0 {
+            p.zero_threshold
+        } else {
+            DEFAULT_ZERO_THRESHOLD
+        },
+        zero_count: p.zero_count as f64,
+        count: p.count as f64,
+        sum,
+        positive_spans,
+        positive_buckets,
+        negative_spans,
+        negative_buckets,
+        custom_values: Vec::new(),
+    };
+    let exemplars = convert_exemplars(&p.exemplars, timestamp_ms, ctx.opts);
+    let labels = series_labels(&base, &ctx.family, None);
+    out.push_histogram(
+        labels,
+        HistogramSample {
+            timestamp_ms,
+            histogram: Arc::new(histogram),
+        },
+        exemplars,
+    );
+    ctx.resource.timestamps.insert(timestamp_ms);
+    ctx.wrote = true;
+}
+
+/// OTLP bucket `i` (relative to `offset`) covers (base^(offset+i),
+/// base^(offset+i+1)]; Prometheus bucket `k` covers (base^(k-1), base^k],
+/// so indexes shift by one. With `scale_down` > 0, 2^scale_down adjacent
+/// buckets merge into one. Empty buckets are left out, except gaps of up to
+/// two buckets, which are cheaper inside a span than as a new span.
+fn prometheus_buckets(counts: &[u64], offset: i32, scale_down: u32) -> (Vec<BucketSpan>, Vec<f64>) {
+    let mut merged: Vec<(i64, f64)> = Vec::new();
+    for (i, &c) in counts.iter().enumerate() {
+        if c == 0 {
+            continue;
+        }
+        let otlp_index = i64::from(offset) + i as i64;
+        let index = (otlp_index >> scale_down) + 1;
+        match merged.last_mut() {
+            Some((k, n)) if *k == index => *n += c as f64,
+            _ => merged.push((index, c as f64)),
+        }
+    }
+    let mut spans: Vec<BucketSpan> = Vec::new();
+    let mut buckets = Vec::with_capacity(merged.len());
+    let mut next: i64 = 0;
+    for (index, count) in merged {
+        let gap = index - next;
+        match spans.last_mut() {
+            Some(span) if gap <= 2 => {
+                buckets.extend(std::iter::repeat_n(0.0, gap as usize));
+                span.length += gap as u32 + 1;
+            }
+            _ => spans.push(BucketSpan {
+                offset: gap.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
+                length: 1,
+            }),
+        }
+        buckets.push(count);
+        next = index + 1;
+    }
+    (spans, buckets)
+}
+
 pub(super) fn summary_point(ctx: &mut MetricCtx<'_>, out: &mut Output, p: &SummaryDataPoint) {
     let Some(base) = ctx.base_labels(&p.attributes) else {
         return;
@@ -271,4 +383,44 @@ fn format_float(v: f64) -> String {
         return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
     }
     v.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn otlp_buckets_shift_by_one_and_keep_small_gaps() {
+        // OTLP offset -1: buckets at OTLP indexes -1, 0, 1, (2, 3 empty), 4,
+        // (5..=8 empty), 9 -> Prometheus indexes 0, 1, 2, 5, 10.
+        let (spans, buckets) = prometheus_buckets(&[1, 2, 3, 0, 0, 4, 0, 0, 0, 0, 5], -1, 0);
+        assert_eq!(
+            spans,
+            vec![
+                BucketSpan {
+                    offset: 0,
+                    length: 6
+                },
+                BucketSpan {
+                    offset: 4,
+                    length: 1
+                }
+            ]
+        );
+        assert_eq!(buckets, vec![1.0, 2.0, 3.0, 0.0, 0.0, 4.0, 5.0]);
+    }
+
+    #[test]
+    fn scale_down_merges_pairs() {
+        // OTLP indexes 0..4 at scale 9 -> scale 8 indexes 0,0,1,1 -> +1.
+        let (spans, buckets) = prometheus_buckets(&[1, 2, 3, 4], 0, 1);
+        assert_eq!(
+            spans,
+            vec![BucketSpan {
+                offset: 1,
+                length: 2
+            }]
+        );
+        assert_eq!(buckets, vec![3.0, 7.0]);
+    }
 }

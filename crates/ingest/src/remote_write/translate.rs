@@ -1,5 +1,8 @@
+use std::sync::Arc;
+
 use miru_model::{
-    Exemplar, Label, Labels, MetricMetadata, MetricType, Sample, SeriesWrite, WriteBatch,
+    BucketSpan, CounterResetHint, Exemplar, FloatHistogram, HistogramSample, Label, Labels,
+    MetricMetadata, MetricType, Sample, SeriesWrite, WriteBatch, deltas_to_absolute,
 };
 use prost::Message;
 
@@ -68,7 +71,7 @@ pub fn decode_v1_reference(
                 .iter()
                 .map(|l| (l.name.as_str(), l.value.as_str())),
         )?;
-        batch.histogram_count += ts.histograms.len();
+        let histograms = ts.histograms.iter().map(histogram_from_proto).collect();
         let samples = ts
             .samples
             .iter()
@@ -92,6 +95,7 @@ pub fn decode_v1_reference(
         batch.series.push(SeriesWrite {
             labels,
             samples,
+            histograms,
             exemplars,
         });
     }
@@ -151,7 +155,6 @@ pub fn decode_v2(body: &[u8], max_decompressed: usize) -> Result<WriteBatch, Rem
     batch.series.reserve(req.timeseries.len());
     for (i, ts) in req.timeseries.iter().enumerate() {
         let labels = checked_labels(i, resolve(i, "labels", &ts.labels_refs)?.into_iter())?;
-        batch.histogram_count += ts.histograms.len();
         let mut exemplars = Vec::with_capacity(ts.exemplars.len());
         for e in &ts.exemplars {
             let pairs = resolve(i, "exemplar labels", &e.labels_refs)?;
@@ -182,10 +185,66 @@ pub fn decode_v2(body: &[u8], max_decompressed: usize) -> Result<WriteBatch, Rem
                     value: s.value,
                 })
                 .collect(),
+            histograms: ts.histograms.iter().map(histogram_from_proto).collect(),
             exemplars,
         });
     }
     Ok(batch)
+}
+
+/// Converts a remote write histogram (1.0 and 2.0 share the message) to
+/// miru's float histogram. Integer histograms carry delta-encoded bucket
+/// counts; float histograms absolute ones. Consistency (spans vs. buckets,
+/// schema) is checked later, per sample, by validation.
+pub(super) fn histogram_from_proto(h: &proto_v1::Histogram) -> HistogramSample {
+    // `count` is a oneof in the .proto; declared flat here, a histogram is
+    // a float one when any float-only field is set. When none is, both
+    // readings give the same absolute values.
+    let is_float = !h.positive_counts.is_empty()
+        || !h.negative_counts.is_empty()
+        || h.count_float != 0.0
+        || h.zero_count_float != 0.0;
+    let spans = |v: &[proto_v1::BucketSpan]| {
+        v.iter()
+            .map(|s| BucketSpan {
+                offset: s.offset,
+                length: s.length,
+            })
+            .collect()
+    };
+    let histogram = if is_float {
+        FloatHistogram {
+            count: h.count_float,
+            zero_count: h.zero_count_float,
+            positive_buckets: h.positive_counts.clone(),
+            negative_buckets: h.negative_counts.clone(),
+            ..Default::default()
+        }
+    } else {
+        FloatHistogram {
+            count: h.count_int as f64,
+            zero_count: h.zero_count_int as f64,
+            positive_buckets: deltas_to_absolute(&h.positive_deltas),
+            negative_buckets: deltas_to_absolute(&h.negative_deltas),
+            ..Default::default()
+        }
+    };
+    HistogramSample {
+        timestamp_ms: h.timestamp,
+        histogram: Arc::new(FloatHistogram {
+            counter_reset_hint: u8::try_from(h.reset_hint)
+                .ok()
+                .and_then(CounterResetHint::from_u8)
+                .unwrap_or_default(),
+            schema: h.schema,
+            zero_threshold: h.zero_threshold,
+            sum: h.sum,
+            positive_spans: spans(&h.positive_spans),
+            negative_spans: spans(&h.negative_spans),
+            custom_values: h.custom_values.clone(),
+            ..histogram
+        }),
+    }
 }
 
 fn exemplar_context(series: usize, e: RemoteWriteError) -> RemoteWriteError {

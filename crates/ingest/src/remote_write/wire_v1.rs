@@ -167,13 +167,7 @@ pub(super) fn decode_write_request(buf: &[u8]) -> Result<WriteBatch, RemoteWrite
                 w.expect(wt, LEN, "timeseries", at)?;
                 let ts = w.bytes()?;
                 let index = batch.series.len();
-                let s = decode_series(
-                    ts,
-                    offset(ts),
-                    index,
-                    &mut interner,
-                    &mut batch.histogram_count,
-                )?;
+                let s = decode_series(ts, offset(ts), index, &mut interner)?;
                 batch.series.push(s);
             }
             3 => {
@@ -192,12 +186,12 @@ fn decode_series<'a>(
     base: usize,
     index: usize,
     interner: &mut Interner<'a>,
-    histograms: &mut usize,
 ) -> Result<SeriesWrite, RemoteWriteError> {
     let mut w = Wire::new(buf);
     let mut labels: Vec<Label> = Vec::with_capacity(12);
     let mut samples = Vec::new();
     let mut exemplars = Vec::new();
+    let mut histograms = Vec::new();
     while !w.done() {
         let at = base + w.pos;
         let (field, wt) = w.key()?;
@@ -221,8 +215,10 @@ fn decode_series<'a>(
             }
             4 => {
                 w.expect(wt, LEN, "histograms", at)?;
-                w.bytes()?;
-                *histograms += 1;
+                // Rare enough that the generated decoder is fine here.
+                let h = <super::proto_v1::Histogram as prost::Message>::decode(w.bytes()?)
+                    .map_err(|e| malformed(&format!("histogram: {e}"), at))?;
+                histograms.push(super::translate::histogram_from_proto(&h));
             }
             _ => w.skip(wt)?,
         }
@@ -230,6 +226,7 @@ fn decode_series<'a>(
     Ok(SeriesWrite {
         labels: sorted_labels(labels, index, false)?,
         samples,
+        histograms,
         exemplars,
     })
 }
@@ -435,10 +432,11 @@ mod tests {
     fn same(a: &miru_model::WriteBatch, b: &miru_model::WriteBatch) -> bool {
         // Compare bit patterns so NaN samples count as equal.
         a.series.len() == b.series.len()
-            && a.histogram_count == b.histogram_count
+            && a.histogram_count() == b.histogram_count()
             && a.metadata == b.metadata
             && a.series.iter().zip(&b.series).all(|(x, y)| {
                 x.labels == y.labels
+                    && x.histograms == y.histograms
                     && x.samples.len() == y.samples.len()
                     && x.samples.iter().zip(&y.samples).all(|(s, t)| {
                         s.timestamp_ms == t.timestamp_ms && s.value.to_bits() == t.value.to_bits()

@@ -87,7 +87,7 @@ pub(super) async fn remote_write(
     let limit = app.limits.for_tenant(&tenant).max_request_body_bytes;
     let raw = match read_body(body, limit).await {
         Ok(b) => b,
-        Err((s, m)) => return with_written(text_error(s, m), version, 0, 0),
+        Err((s, m)) => return with_written(text_error(s, m), version, Written::default()),
     };
     let decoded = match version {
         RemoteWriteVersion::V1 => decode_v1(&raw, limit),
@@ -100,7 +100,11 @@ pub(super) async fn remote_write(
                 RemoteWriteError::Body(b) => body_error_status(b),
                 _ => StatusCode::BAD_REQUEST,
             };
-            return with_written(text_error(status, e.to_string()), version, 0, 0);
+            return with_written(
+                text_error(status, e.to_string()),
+                version,
+                Written::default(),
+            );
         }
     };
     let out = ingest(&app, &tenant, protocol_name(version), batch).await;
@@ -123,7 +127,20 @@ pub(super) async fn remote_write(
             out.message.unwrap_or_default(),
         ),
     };
-    with_written(resp, version, out.samples_written, out.exemplars_written)
+    let written = Written {
+        samples: out.samples_written,
+        histograms: out.histograms_written,
+        exemplars: out.exemplars_written,
+    };
+    with_written(resp, version, written)
+}
+
+/// What a remote write 2.0 response reports as written.
+#[derive(Default)]
+struct Written {
+    samples: u64,
+    histograms: u64,
+    exemplars: u64,
 }
 
 fn protocol_name(v: RemoteWriteVersion) -> &'static str {
@@ -134,20 +151,20 @@ fn protocol_name(v: RemoteWriteVersion) -> &'static str {
 }
 
 /// Remote write 2.0 receivers always report what they wrote, also on errors.
-fn with_written(mut r: Response, v: RemoteWriteVersion, samples: u64, exemplars: u64) -> Response {
+fn with_written(mut r: Response, v: RemoteWriteVersion, w: Written) -> Response {
     if v == RemoteWriteVersion::V2 {
         let h = r.headers_mut();
         h.insert(
             "x-prometheus-remote-write-samples-written",
-            HeaderValue::from(samples),
+            HeaderValue::from(w.samples),
         );
         h.insert(
             "x-prometheus-remote-write-histograms-written",
-            HeaderValue::from(0u64),
+            HeaderValue::from(w.histograms),
         );
         h.insert(
             "x-prometheus-remote-write-exemplars-written",
-            HeaderValue::from(exemplars),
+            HeaderValue::from(w.exemplars),
         );
     }
     r

@@ -324,13 +324,13 @@ pub(super) async fn raw(
         Ok(r) => r,
         Err(r) => return r,
     };
-    let mut merged: BTreeMap<Labels, Vec<miru_model::Sample>> = BTreeMap::new();
+    let mut merged: BTreeMap<Labels, miru_storage::SeriesSamples> = BTreeMap::new();
     for t in &req.tenants {
         for set in &sets {
             match app.storage.select(t, set, start, end).await {
                 Ok(found) => {
                     for s in found {
-                        merged.entry(s.labels).or_insert(s.samples);
+                        merged.entry(s.labels.clone()).or_insert(s);
                     }
                 }
                 Err(e) => {
@@ -340,15 +340,59 @@ pub(super) async fn raw(
         }
     }
     let result: Vec<Value> = merged
-        .iter()
-        .map(|(l, samples)| {
-            json!({
-                "metric": labels_json(l),
-                "values": samples.iter().map(|s| json!([s.timestamp_ms as f64 / 1000.0, format_value(s.value)])).collect::<Vec<_>>(),
-            })
+        .values()
+        .map(|s| {
+            let mut m = serde_json::Map::new();
+            m.insert("metric".into(), labels_json(&s.labels));
+            if !s.samples.is_empty() {
+                m.insert(
+                    "values".into(),
+                    s.samples
+                        .iter()
+                        .map(|x| json!([x.timestamp_ms as f64 / 1000.0, format_value(x.value)]))
+                        .collect(),
+                );
+            }
+            if !s.histograms.is_empty() {
+                m.insert(
+                    "histograms".into(),
+                    s.histograms
+                        .iter()
+                        .map(|x| {
+                            json!([x.timestamp_ms as f64 / 1000.0, histogram_json(&x.histogram)])
+                        })
+                        .collect(),
+                );
+            }
+            Value::Object(m)
         })
         .collect();
     success(json!({"resultType": "matrix", "result": result}))
+}
+
+/// A native histogram as Prometheus' API encodes it: count and sum as
+/// strings, and every non-empty bucket as `[boundary_rule, lower, upper,
+/// count]`.
+pub(super) fn histogram_json(h: &miru_model::FloatHistogram) -> Value {
+    let mut m = serde_json::Map::new();
+    m.insert("count".into(), Value::String(format_value(h.count)));
+    m.insert("sum".into(), Value::String(format_value(h.sum)));
+    let buckets: Vec<Value> = h
+        .buckets()
+        .iter()
+        .map(|b| {
+            json!([
+                b.boundary_rule(),
+                format_value(b.lower),
+                format_value(b.upper),
+                format_value(b.count)
+            ])
+        })
+        .collect();
+    if !buckets.is_empty() {
+        m.insert("buckets".into(), Value::Array(buckets));
+    }
+    Value::Object(m)
 }
 
 /// Prometheus' string form of a sample value.

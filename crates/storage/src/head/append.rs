@@ -1,6 +1,10 @@
-use miru_model::{Exemplar, MetricMetadata, Sample, SeriesWrite, WriteBatch};
+use std::sync::Arc;
 
-use super::TenantHead;
+use miru_model::{
+    Exemplar, HistogramSample, Labels, MetricMetadata, Sample, SeriesWrite, WriteBatch,
+};
+
+use super::{SeriesState, TenantHead, Timestamped};
 use crate::wal::RecordBuf;
 
 /// Why the head refused a sample or exemplar (validation happened before).
@@ -32,6 +36,10 @@ pub(crate) struct AppendOutcome {
     /// Identical re-sends of the newest sample: dropped silently, as
     /// Prometheus does, so that retries are idempotent.
     pub(crate) samples_deduplicated: u64,
+    /// Native histogram samples, counted apart from floats (remote write
+    /// 2.0 reports them in their own header).
+    pub(crate) histograms_accepted: u64,
+    pub(crate) histograms_deduplicated: u64,
     pub(crate) exemplars_dropped: u64,
     pub(crate) rejected: Vec<(RejectReason, u64)>,
     pub(crate) first_error: Option<(RejectReason, String)>,
@@ -64,11 +72,68 @@ pub(crate) struct HeadLimits {
 /// How far back in a series' unpersisted samples a resend is looked for.
 const RESEND_LOOKBACK: usize = 256;
 
-fn recently_written(buf: &[Sample], ts: i64, bits: u64) -> bool {
+fn recently_written<T: Timestamped>(buf: &[T], ts: i64, same: impl Fn(&T) -> bool) -> bool {
     buf.iter()
         .rev()
         .take(RESEND_LOOKBACK)
-        .any(|x| x.timestamp_ms == ts && x.value.to_bits() == bits)
+        .any(|x| x.ts() == ts && same(x))
+}
+
+/// What becomes of one incoming sample, by Prometheus' rules.
+enum Fate {
+    /// Stored; `newest` when it moves the series' newest timestamp.
+    Accept {
+        newest: bool,
+    },
+    /// An identical resend of stored data: a silent no-op.
+    Resend,
+    Reject(RejectReason),
+}
+
+fn classify(
+    st: &SeriesState,
+    ts: i64,
+    equals_newest: impl FnOnce(&SeriesState) -> bool,
+    resent: impl FnOnce() -> bool,
+    out_of_order_window_ms: i64,
+) -> Fate {
+    if ts > st.max_ts {
+        Fate::Accept { newest: true }
+    } else if ts == st.max_ts {
+        if equals_newest(st) {
+            Fate::Resend
+        } else {
+            Fate::Reject(RejectReason::DuplicateTimestamp)
+        }
+    } else if resent() {
+        // A resend of data already in the head (a retry after a lost
+        // response): accepted as a no-op, so retries are idempotent rather
+        // than out-of-order errors.
+        Fate::Resend
+    } else if out_of_order_window_ms == 0 || ts < st.max_ts.saturating_sub(out_of_order_window_ms) {
+        Fate::Reject(RejectReason::OutOfOrder)
+    } else {
+        Fate::Accept { newest: false }
+    }
+}
+
+fn reject_message(
+    reason: RejectReason,
+    series: usize,
+    labels: &Labels,
+    ts: i64,
+    newest: i64,
+    window_ms: i64,
+) -> String {
+    match reason {
+        RejectReason::DuplicateTimestamp => format!(
+            "series {series} ({labels}): duplicate sample for timestamp {ts} with a different value"
+        ),
+        _ => format!(
+            "series {series} ({labels}): out of order sample: timestamp {ts} is older than the newest sample {newest} by more than the out-of-order window ({}s)",
+            window_ms / 1000
+        ),
+    }
 }
 
 impl TenantHead {
@@ -85,12 +150,14 @@ impl TenantHead {
         let mut new_series = Vec::new();
         let mut samples_rec: Vec<(u32, Sample)> = Vec::with_capacity(batch.sample_count());
         let mut exemplars_rec: Vec<(u32, Exemplar)> = Vec::new();
+        let mut histograms_rec: Vec<(u32, HistogramSample)> = Vec::new();
         let mut span = (i64::MAX, i64::MIN);
         for (
             i,
             SeriesWrite {
                 labels,
                 samples,
+                histograms,
                 exemplars,
             },
         ) in batch.series.into_iter().enumerate()
@@ -98,7 +165,7 @@ impl TenantHead {
             let Some(id) = self.get_or_create(&labels, limits.max_series, now_s) else {
                 out.reject(
                     RejectReason::SeriesLimit,
-                    samples.len() as u64,
+                    (samples.len() + histograms.len()) as u64,
                     || {
                         format!(
                             "series {i} ({labels}): per-tenant series limit of {} exceeded ({}); reduce the number of series or ask for a higher limit",
@@ -118,42 +185,35 @@ impl TenantHead {
                 st.logged_in_segment = segment;
                 new_series.push(id);
             }
+            let window = limits.out_of_order_window_ms;
             let buf = self.active.entry(id).or_default();
             for s in samples {
                 let bits = s.value.to_bits();
-                if s.timestamp_ms > st.max_ts {
-                    st.max_ts = s.timestamp_ms;
-                    st.last_value_bits = bits;
-                } else if s.timestamp_ms == st.max_ts {
-                    if bits == st.last_value_bits {
+                let fate = classify(
+                    st,
+                    s.timestamp_ms,
+                    |st| st.last_histogram.is_none() && st.last_value_bits == bits,
+                    || recently_written(buf, s.timestamp_ms, |x| x.value.to_bits() == bits),
+                    window,
+                );
+                match fate {
+                    Fate::Accept { newest } => {
+                        if newest {
+                            st.max_ts = s.timestamp_ms;
+                            st.last_value_bits = bits;
+                            st.last_histogram = None;
+                        }
+                    }
+                    Fate::Resend => {
                         out.samples_deduplicated += 1;
                         continue;
                     }
-                    out.reject(RejectReason::DuplicateTimestamp, 1, || {
-                        format!(
-                            "series {i} ({labels}): duplicate sample for timestamp {} with a different value",
-                            s.timestamp_ms
-                        )
-                    });
-                    continue;
-                } else if recently_written(buf, s.timestamp_ms, bits) {
-                    // A resend of data already in the head (a retry after a
-                    // lost response): accepted as a no-op, so retries are
-                    // idempotent rather than out-of-order errors.
-                    out.samples_deduplicated += 1;
-                    continue;
-                } else if s.timestamp_ms < st.max_ts.saturating_sub(limits.out_of_order_window_ms)
-                    || limits.out_of_order_window_ms == 0
-                {
-                    out.reject(RejectReason::OutOfOrder, 1, || {
-                        format!(
-                            "series {i} ({labels}): out of order sample: timestamp {} is older than the newest sample {} by more than the out-of-order window ({}s)",
-                            s.timestamp_ms,
-                            st.max_ts,
-                            limits.out_of_order_window_ms / 1000
-                        )
-                    });
-                    continue;
+                    Fate::Reject(reason) => {
+                        out.reject(reason, 1, || {
+                            reject_message(reason, i, &labels, s.timestamp_ms, st.max_ts, window)
+                        });
+                        continue;
+                    }
                 }
                 buf.push(s);
                 span = (span.0.min(s.timestamp_ms), span.1.max(s.timestamp_ms));
@@ -162,6 +222,41 @@ impl TenantHead {
             }
             if buf.is_empty() {
                 self.active.remove(&id);
+            }
+            let hbuf = self.active_histograms.entry(id).or_default();
+            for h in histograms {
+                let fate = classify(
+                    st,
+                    h.timestamp_ms,
+                    |st| st.last_histogram.as_ref() == Some(&h.histogram),
+                    || recently_written(hbuf, h.timestamp_ms, |x| x.histogram == h.histogram),
+                    window,
+                );
+                match fate {
+                    Fate::Accept { newest } => {
+                        if newest {
+                            st.max_ts = h.timestamp_ms;
+                            st.last_histogram = Some(Arc::clone(&h.histogram));
+                        }
+                    }
+                    Fate::Resend => {
+                        out.histograms_deduplicated += 1;
+                        continue;
+                    }
+                    Fate::Reject(reason) => {
+                        out.reject(reason, 1, || {
+                            reject_message(reason, i, &labels, h.timestamp_ms, st.max_ts, window)
+                        });
+                        continue;
+                    }
+                }
+                span = (span.0.min(h.timestamp_ms), span.1.max(h.timestamp_ms));
+                histograms_rec.push((id, h.clone()));
+                hbuf.push(h);
+                out.histograms_accepted += 1;
+            }
+            if hbuf.is_empty() {
+                self.active_histograms.remove(&id);
             }
             for e in exemplars {
                 let st = self
@@ -180,8 +275,8 @@ impl TenantHead {
                 out.exemplars_accepted += 1;
             }
         }
-        self.active_samples += out.samples_accepted as usize;
-        if out.samples_accepted > 0 {
+        self.active_samples += (out.samples_accepted + out.histograms_accepted) as usize;
+        if out.samples_accepted + out.histograms_accepted > 0 {
             self.note_active(span.0);
             self.note_active(span.1);
         }
@@ -195,6 +290,7 @@ impl TenantHead {
             .collect();
         rec.series(&self.tenant, &series_refs);
         rec.samples(&self.tenant, &samples_rec);
+        rec.histograms(&self.tenant, &histograms_rec);
         let ex_refs: Vec<(u32, &Exemplar)> = exemplars_rec.iter().map(|(id, e)| (*id, e)).collect();
         rec.exemplars(&self.tenant, &ex_refs);
         rec.metadata(&self.tenant, &batch.metadata);
@@ -221,16 +317,35 @@ impl TenantHead {
             return;
         };
         let bits = s.value.to_bits();
-        if s.timestamp_ms == st.max_ts && bits == st.last_value_bits {
+        if s.timestamp_ms == st.max_ts && bits == st.last_value_bits && st.last_histogram.is_none()
+        {
             return;
         }
         if s.timestamp_ms > st.max_ts {
             st.max_ts = s.timestamp_ms;
             st.last_value_bits = bits;
+            st.last_histogram = None;
         }
         self.active.entry(id).or_default().push(s);
         self.active_samples += 1;
         self.note_active(s.timestamp_ms);
+    }
+
+    /// Replays a histogram sample, as `replay_sample` does floats.
+    pub(crate) fn replay_histogram(&mut self, id: u32, h: HistogramSample) {
+        let Some(st) = self.series.get_mut(&id) else {
+            return;
+        };
+        if h.timestamp_ms == st.max_ts && st.last_histogram.as_ref() == Some(&h.histogram) {
+            return;
+        }
+        if h.timestamp_ms > st.max_ts {
+            st.max_ts = h.timestamp_ms;
+            st.last_histogram = Some(Arc::clone(&h.histogram));
+        }
+        self.note_active(h.timestamp_ms);
+        self.active_histograms.entry(id).or_default().push(h);
+        self.active_samples += 1;
     }
 
     pub(crate) fn replay_exemplar(&mut self, id: u32, e: Exemplar, max: usize) {
@@ -264,6 +379,7 @@ mod tests {
                         value,
                     })
                     .collect(),
+                histograms: vec![],
                 exemplars: vec![],
             }],
             ..Default::default()

@@ -1,9 +1,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use miru_model::{Labels, Sample};
+use miru_model::{HistogramSample, Labels, Sample};
 
-use super::{TenantHead, sort_dedup};
+use super::{TenantHead, Timestamped, sort_dedup};
 use crate::part::PartName;
 
 /// Samples cut from the head for one UTC day, sorted by labels, waiting to
@@ -15,6 +15,8 @@ pub(crate) struct Frozen {
     pub(crate) segment: u64,
     pub(crate) day_start_ms: i64,
     pub(crate) series: Vec<(Labels, Vec<Sample>)>,
+    /// Native histogram samples, likewise sorted by labels.
+    pub(crate) histograms: Vec<(Labels, Vec<HistogramSample>)>,
     pub(crate) series_ids: Vec<u32>,
     pub(crate) min_ts: i64,
     pub(crate) max_ts: i64,
@@ -23,48 +25,50 @@ pub(crate) struct Frozen {
 impl TenantHead {
     /// Moves the active samples into frozen generations, one per day.
     pub(crate) fn cut(&mut self, segment: u64) {
-        if self.active.is_empty() {
+        if self.active.is_empty() && self.active_histograms.is_empty() {
             return;
         }
-        let mut by_day: BTreeMap<i64, Vec<(Labels, Vec<Sample>, u32)>> = BTreeMap::new();
-        for (id, mut samples) in self.active.drain() {
-            sort_dedup(&mut samples);
-            let labels = self.series[&id].labels.clone();
-            let mut start = 0;
-            while start < samples.len() {
-                let day = PartName::day_of(samples[start].timestamp_ms);
-                let end = samples[start..]
-                    .iter()
-                    .position(|s| PartName::day_of(s.timestamp_ms) != day)
-                    .map_or(samples.len(), |p| start + p);
-                by_day.entry(day).or_default().push((
-                    labels.clone(),
-                    samples[start..end].to_vec(),
-                    id,
-                ));
-                start = end;
-            }
+        let mut floats: ByDay<Sample> = BTreeMap::new();
+        let mut histograms: ByDay<HistogramSample> = BTreeMap::new();
+        for (id, samples) in self.active.drain() {
+            split_by_day(&self.series[&id].labels, id, samples, &mut floats);
+        }
+        for (id, samples) in self.active_histograms.drain() {
+            split_by_day(&self.series[&id].labels, id, samples, &mut histograms);
         }
         self.active_samples = 0;
         self.active_min_ts = i64::MAX;
         self.active_max_ts = i64::MIN;
-        for (day, mut series) in by_day {
+        let days: std::collections::BTreeSet<i64> =
+            floats.keys().chain(histograms.keys()).copied().collect();
+        for day in days {
+            let mut series = floats.remove(&day).unwrap_or_default();
+            let mut hseries = histograms.remove(&day).unwrap_or_default();
             series.sort_by(|a, b| a.0.cmp(&b.0));
-            let min_ts = series
+            hseries.sort_by(|a, b| a.0.cmp(&b.0));
+            let ends = series
                 .iter()
-                .map(|s| s.1[0].timestamp_ms)
-                .min()
-                .unwrap_or(day);
-            let max_ts = series
+                .map(|s| (s.1[0].timestamp_ms, s.1[s.1.len() - 1].timestamp_ms))
+                .chain(
+                    hseries
+                        .iter()
+                        .map(|s| (s.1[0].timestamp_ms, s.1[s.1.len() - 1].timestamp_ms)),
+                );
+            let (min_ts, max_ts) = ends.fold((i64::MAX, i64::MIN), |(lo, hi), (a, b)| {
+                (lo.min(a), hi.max(b))
+            });
+            let mut series_ids: Vec<u32> = series
                 .iter()
-                .map(|s| s.1[s.1.len() - 1].timestamp_ms)
-                .max()
-                .unwrap_or(day);
-            let series_ids = series.iter().map(|s| s.2).collect();
+                .map(|s| s.2)
+                .chain(hseries.iter().map(|s| s.2))
+                .collect();
+            series_ids.sort_unstable();
+            series_ids.dedup();
             self.frozen.push(Arc::new(Frozen {
                 segment,
                 day_start_ms: day,
                 series: series.into_iter().map(|(l, s, _)| (l, s)).collect(),
+                histograms: hseries.into_iter().map(|(l, s, _)| (l, s)).collect(),
                 series_ids,
                 min_ts,
                 max_ts,
@@ -85,5 +89,31 @@ impl TenantHead {
     /// The oldest WAL segment still needed by a frozen generation.
     pub(crate) fn oldest_frozen_segment(&self) -> Option<u64> {
         self.frozen.iter().map(|f| f.segment).min()
+    }
+}
+
+/// Samples of one kind per UTC day: (labels, samples, head series id).
+type ByDay<T> = BTreeMap<i64, Vec<(Labels, Vec<T>, u32)>>;
+
+/// Sorts one series' samples and files them under their UTC days.
+fn split_by_day<T: Timestamped + Clone>(
+    labels: &Labels,
+    id: u32,
+    mut samples: Vec<T>,
+    by_day: &mut ByDay<T>,
+) {
+    sort_dedup(&mut samples);
+    let mut start = 0;
+    while start < samples.len() {
+        let day = PartName::day_of(samples[start].ts());
+        let end = samples[start..]
+            .iter()
+            .position(|s| PartName::day_of(s.ts()) != day)
+            .map_or(samples.len(), |p| start + p);
+        by_day
+            .entry(day)
+            .or_default()
+            .push((labels.clone(), samples[start..end].to_vec(), id));
+        start = end;
     }
 }

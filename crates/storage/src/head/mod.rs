@@ -11,7 +11,10 @@ mod read;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use miru_model::{Exemplar, Labels, LabelsBuilder, MetricMetadata, Sample, TenantId};
+use miru_model::{
+    Exemplar, FloatHistogram, HistogramSample, Labels, LabelsBuilder, MetricMetadata, Sample,
+    TenantId,
+};
 
 pub(crate) use append::{HeadLimits, RejectReason};
 pub(crate) use cut::Frozen;
@@ -27,8 +30,10 @@ struct SeriesState {
     labels: Labels,
     /// Newest timestamp appended; the base of out-of-order checks.
     max_ts: i64,
-    /// Value at `max_ts`, to tell a harmless duplicate from a conflict.
+    /// Value at `max_ts`, to tell a harmless duplicate from a conflict:
+    /// the float's bits, or the histogram when the newest sample is one.
     last_value_bits: u64,
+    last_histogram: Option<Arc<FloatHistogram>>,
     /// WAL segment in which this series' `Series` record was last written.
     logged_in_segment: u64,
     /// Wall-clock second of the last append, for idle-series removal.
@@ -49,6 +54,9 @@ pub(crate) struct TenantHead {
     next_id: u32,
     /// Samples appended since the last cut, by series id, in arrival order.
     active: HashMap<u32, Vec<Sample>>,
+    /// Native histogram samples, likewise.
+    active_histograms: HashMap<u32, Vec<HistogramSample>>,
+    /// Float and histogram samples in `active` and `active_histograms`.
     active_samples: usize,
     /// Sample-time range of the active samples (`i64::MAX`/`MIN` when empty).
     active_min_ts: i64,
@@ -69,6 +77,7 @@ impl TenantHead {
             postings: HashMap::default(),
             next_id: 1,
             active: HashMap::default(),
+            active_histograms: HashMap::default(),
             active_samples: 0,
             active_min_ts: i64::MAX,
             active_max_ts: i64::MIN,
@@ -143,6 +152,7 @@ impl TenantHead {
                 labels,
                 max_ts: i64::MIN,
                 last_value_bits: 0,
+                last_histogram: None,
                 logged_in_segment: 0,
                 last_append_s: now_s,
                 max_exemplar_ts: i64::MIN,
@@ -165,6 +175,7 @@ impl TenantHead {
             .filter(|(id, s)| {
                 now_s.saturating_sub(s.last_append_s) >= idle_s
                     && !self.active.contains_key(id)
+                    && !self.active_histograms.contains_key(id)
                     && !in_frozen.contains(id)
             })
             .map(|(id, _)| *id)
@@ -200,20 +211,34 @@ impl TenantHead {
     }
 }
 
+/// A float or histogram sample: what sorting and day-splitting need.
+pub(crate) trait Timestamped {
+    fn ts(&self) -> i64;
+}
+
+impl Timestamped for Sample {
+    fn ts(&self) -> i64 {
+        self.timestamp_ms
+    }
+}
+
+impl Timestamped for HistogramSample {
+    fn ts(&self) -> i64 {
+        self.timestamp_ms
+    }
+}
+
 /// Sorts samples by time and keeps the last written of equal timestamps.
-pub(crate) fn sort_dedup(samples: &mut Vec<Sample>) {
-    if samples
-        .windows(2)
-        .all(|w| w[0].timestamp_ms < w[1].timestamp_ms)
-    {
+pub(crate) fn sort_dedup<T: Timestamped>(samples: &mut Vec<T>) {
+    if samples.windows(2).all(|w| w[0].ts() < w[1].ts()) {
         return;
     }
-    samples.sort_by_key(|s| s.timestamp_ms);
+    samples.sort_by_key(|s| s.ts());
     // After a stable sort equal timestamps keep arrival order; keep the last.
-    let mut out: Vec<Sample> = Vec::with_capacity(samples.len());
+    let mut out: Vec<T> = Vec::with_capacity(samples.len());
     for s in samples.drain(..) {
         match out.last_mut() {
-            Some(last) if last.timestamp_ms == s.timestamp_ms => *last = s,
+            Some(last) if last.ts() == s.ts() => *last = s,
             _ => out.push(s),
         }
     }

@@ -1,8 +1,9 @@
 use std::collections::BTreeMap;
 
-use miru_model::{Exemplar, Labels, Matcher, MetricMetadata, Sample, matches_all};
+use miru_model::{Exemplar, Labels, Matcher, MetricMetadata, matches_all};
 
 use super::{HashSet, TenantHead};
+use crate::scan::Merged;
 
 impl TenantHead {
     /// Ids of series matching all matchers, using postings for matchers
@@ -55,34 +56,47 @@ impl TenantHead {
         matchers: &[Matcher],
         mint: i64,
         maxt: i64,
-        out: &mut BTreeMap<Labels, Vec<Sample>>,
+        out: &mut Merged,
     ) {
+        let in_range = |t: i64| t >= mint && t <= maxt;
         for f in &self.frozen {
             if f.min_ts > maxt || f.max_ts < mint {
                 continue;
             }
             for (labels, samples) in &f.series {
                 if matches_all(matchers, labels) {
-                    let dst = out.entry(labels.clone()).or_default();
-                    dst.extend(
-                        samples
-                            .iter()
-                            .filter(|s| s.timestamp_ms >= mint && s.timestamp_ms <= maxt),
-                    );
+                    let dst = &mut out.entry(labels.clone()).or_default().0;
+                    dst.extend(samples.iter().filter(|s| in_range(s.timestamp_ms)));
+                }
+            }
+            for (labels, samples) in &f.histograms {
+                if matches_all(matchers, labels) {
+                    let dst = &mut out.entry(labels.clone()).or_default().1;
+                    dst.extend(samples.iter().filter(|s| in_range(s.timestamp_ms)).cloned());
                 }
             }
         }
         for id in self.select_ids(matchers) {
-            if let Some(samples) = self.active.get(&id) {
-                let labels = &self.series[&id].labels;
-                let mut it = samples
-                    .iter()
-                    .filter(|s| s.timestamp_ms >= mint && s.timestamp_ms <= maxt)
-                    .peekable();
-                if it.peek().is_some() {
-                    out.entry(labels.clone()).or_default().extend(it);
-                }
+            let floats = self.active.get(&id).map(|v| {
+                v.iter()
+                    .filter(|s| in_range(s.timestamp_ms))
+                    .copied()
+                    .collect::<Vec<_>>()
+            });
+            let hists = self.active_histograms.get(&id).map(|v| {
+                v.iter()
+                    .filter(|s| in_range(s.timestamp_ms))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            });
+            let floats = floats.unwrap_or_default();
+            let hists = hists.unwrap_or_default();
+            if floats.is_empty() && hists.is_empty() {
+                continue;
             }
+            let dst = out.entry(self.series[&id].labels.clone()).or_default();
+            dst.0.extend(floats);
+            dst.1.extend(hists);
         }
     }
 

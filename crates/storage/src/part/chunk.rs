@@ -1,5 +1,5 @@
 //! Encoding of one series' samples inside a part block (format in
-//! `docs/formats/metrics-part-v1.md`, section "series chunk").
+//! `docs/formats/metrics-part-v2.md`, section "series chunk").
 //!
 //! Timestamps are delta-of-delta varints. Values are turned into decimal
 //! integers with one shared exponent when that round-trips exactly (most

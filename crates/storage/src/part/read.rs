@@ -1,10 +1,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use miru_model::{Label, Labels, Matcher, Sample, matches_all};
+use miru_model::{HistogramSample, Label, Labels, Matcher, Sample, matches_all};
 use object_store::{ObjectStore, ObjectStoreExt, path::Path};
 
-use super::{FOOTER_LEN, PART_MAGIC, PART_VERSION, PartError, PartName, decode_chunk};
+use super::{ChunkKind, FOOTER_LEN, PART_MAGIC, PART_VERSION, PartError, PartName, decode_chunk};
 use crate::codec::{CodecError, Reader};
 
 /// Largest index accepted when decompressing (guards against corrupt sizes).
@@ -21,6 +21,7 @@ pub struct PartIndex {
 #[derive(Debug)]
 pub struct IndexedSeries {
     pub labels: Labels,
+    pub kind: ChunkKind,
     pub block: u32,
     pub offset: u32,
     pub min_ts: i64,
@@ -92,7 +93,7 @@ impl PartReader {
         if &footer[64..72] != PART_MAGIC {
             return Err(self.corrupt("bad magic in footer"));
         }
-        if version != PART_VERSION {
+        if version != PART_VERSION && version != 1 {
             return Err(self.corrupt(format!("unsupported part version {version}")));
         }
         // zstd cannot expand more than this; a larger claim is corruption and
@@ -110,7 +111,7 @@ impl PartReader {
         }
         let raw = zstd::bulk::decompress(&compressed, index_raw_len as usize)
             .map_err(|e| self.corrupt(format!("index decompression: {e}")))?;
-        let mut index = parse_index(&raw).map_err(|e| self.codec(e))?;
+        let mut index = parse_index(&raw, version).map_err(|e| self.codec(e))?;
         index.samples = samples;
         for b in &index.blocks {
             if b.offset
@@ -124,14 +125,15 @@ impl PartReader {
     }
 
     /// Reads the samples of the series at `positions` (indexes into
-    /// `index.series`, ascending), within `[mint, maxt]`.
+    /// `index.series`, ascending), within `[mint, maxt]`: one entry per
+    /// position, floats or histograms after the entry's kind.
     pub async fn read_series(
         &self,
         index: &PartIndex,
         positions: &[usize],
         mint: i64,
         maxt: i64,
-    ) -> Result<Vec<(Labels, Vec<Sample>)>, PartError> {
+    ) -> Result<Vec<(Labels, ChunkSamples)>, PartError> {
         let mut out = Vec::with_capacity(positions.len());
         let mut current: Option<(u32, Vec<u8>)> = None;
         for &p in positions {
@@ -143,9 +145,7 @@ impl PartReader {
             let chunk = block
                 .get(s.offset as usize..)
                 .ok_or_else(|| self.corrupt("series offset out of range"))?;
-            let mut samples = Vec::new();
-            decode_chunk(&mut Reader::new(chunk), mint, maxt, &mut samples)
-                .map_err(|e| self.codec(e))?;
+            let samples = decode_kind(s.kind, chunk, mint, maxt).map_err(|e| self.codec(e))?;
             out.push((s.labels.clone(), samples));
         }
         Ok(out)
@@ -169,6 +169,35 @@ impl PartReader {
     }
 }
 
+/// The decoded samples of one series chunk.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChunkSamples {
+    Floats(Vec<Sample>),
+    Histograms(Vec<HistogramSample>),
+}
+
+/// Decodes one chunk of the given kind, keeping samples in `[mint, maxt]`.
+pub(crate) fn decode_kind(
+    kind: ChunkKind,
+    chunk: &[u8],
+    mint: i64,
+    maxt: i64,
+) -> Result<ChunkSamples, CodecError> {
+    let mut r = Reader::new(chunk);
+    Ok(match kind {
+        ChunkKind::Float => {
+            let mut v = Vec::new();
+            decode_chunk(&mut r, mint, maxt, &mut v)?;
+            ChunkSamples::Floats(v)
+        }
+        ChunkKind::Histogram => {
+            let mut v = Vec::new();
+            crate::histogram_codec::decode_chunk(&mut r, mint, maxt, &mut v)?;
+            ChunkSamples::Histograms(v)
+        }
+    })
+}
+
 impl PartIndex {
     /// Positions of series matching all matchers and overlapping the range.
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<usize> {
@@ -183,7 +212,7 @@ impl PartIndex {
     }
 }
 
-fn parse_index(raw: &[u8]) -> Result<PartIndex, CodecError> {
+fn parse_index(raw: &[u8], version: u16) -> Result<PartIndex, CodecError> {
     let mut r = Reader::new(raw);
     let n_sym = r.len("symbol count", raw.len())?;
     let mut symbols: Vec<Arc<str>> = Vec::with_capacity(n_sym);
@@ -229,8 +258,25 @@ fn parse_index(raw: &[u8]) -> Result<PartIndex, CodecError> {
         let min_ts = r.varint()?;
         let max_ts = min_ts.wrapping_add(r.varint()?);
         let count = r.len("count", 1 << 30)? as u32;
+        let kind = if version == 1 {
+            ChunkKind::Float
+        } else {
+            let at = r.pos();
+            match r.u8()? {
+                0 => ChunkKind::Float,
+                1 => ChunkKind::Histogram,
+                other => {
+                    return Err(CodecError::Range {
+                        what: "chunk kind",
+                        at,
+                        value: u64::from(other),
+                    });
+                }
+            }
+        };
         series.push(IndexedSeries {
             labels: Labels::from_sorted(labels),
+            kind,
             block,
             offset,
             min_ts,

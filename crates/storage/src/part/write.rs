@@ -1,9 +1,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use miru_model::{Labels, Sample};
+use miru_model::{HistogramSample, Labels, Sample};
 
-use super::{FOOTER_LEN, PART_MAGIC, PART_VERSION, encode_chunk};
+use super::{ChunkKind, FOOTER_LEN, PART_MAGIC, PART_VERSION, encode_chunk};
 use crate::codec::{put_str, put_uvarint, put_varint};
 
 /// Uncompressed size at which a block is closed and compressed.
@@ -16,7 +16,7 @@ pub struct PartWriter {
     block: Vec<u8>,
     blocks: Vec<BlockEntry>,
     series: Vec<SeriesEntry>,
-    last_labels: Option<Labels>,
+    last: Option<(Labels, ChunkKind)>,
     min_ts: i64,
     max_ts: i64,
     samples: u64,
@@ -31,6 +31,7 @@ struct BlockEntry {
 
 struct SeriesEntry {
     labels: Labels,
+    kind: ChunkKind,
     block: u32,
     offset: u32,
     min_ts: i64,
@@ -58,42 +59,67 @@ impl PartWriter {
             block: Vec::with_capacity(BLOCK_TARGET_BYTES + (BLOCK_TARGET_BYTES >> 2)),
             blocks: Vec::new(),
             series: Vec::new(),
-            last_labels: None,
+            last: None,
             min_ts: i64::MAX,
             max_ts: i64::MIN,
             samples: 0,
         }
     }
 
-    /// Adds one series. Series must come in strictly increasing label
-    /// order; samples strictly increasing in time. Empty series are skipped.
+    /// Adds one series' float samples. Series must come in strictly
+    /// increasing (labels, kind) order, floats before histograms of the same
+    /// labels; samples strictly increasing in time. Empty series are skipped.
     pub fn add(&mut self, labels: &Labels, samples: &[Sample]) {
-        if samples.is_empty() {
-            return;
+        if let (Some(first), Some(last)) = (samples.first(), samples.last()) {
+            let range = (first.timestamp_ms, last.timestamp_ms);
+            self.add_chunk(labels, ChunkKind::Float, range, samples.len(), |b| {
+                encode_chunk(samples, b)
+            });
         }
+    }
+
+    /// Adds one series' native histogram samples (same ordering rules).
+    pub fn add_histograms(&mut self, labels: &Labels, samples: &[HistogramSample]) {
+        if let (Some(first), Some(last)) = (samples.first(), samples.last()) {
+            let range = (first.timestamp_ms, last.timestamp_ms);
+            self.add_chunk(labels, ChunkKind::Histogram, range, samples.len(), |b| {
+                crate::histogram_codec::encode_chunk(samples, b)
+            });
+        }
+    }
+
+    fn add_chunk(
+        &mut self,
+        labels: &Labels,
+        kind: ChunkKind,
+        (min, max): (i64, i64),
+        count: usize,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) {
         debug_assert!(
-            self.last_labels.as_ref().is_none_or(|l| l < labels),
+            self.last
+                .as_ref()
+                .is_none_or(|(l, k)| (l, *k) < (labels, kind)),
             "BUG: part series out of order"
         );
         if self.block.len() >= BLOCK_TARGET_BYTES {
             self.close_block();
         }
         let offset = self.block.len() as u32;
-        encode_chunk(samples, &mut self.block);
-        let min = samples[0].timestamp_ms;
-        let max = samples[samples.len() - 1].timestamp_ms;
+        encode(&mut self.block);
         self.min_ts = self.min_ts.min(min);
         self.max_ts = self.max_ts.max(max);
-        self.samples += samples.len() as u64;
+        self.samples += count as u64;
         self.series.push(SeriesEntry {
             labels: labels.clone(),
+            kind,
             block: self.blocks.len() as u32,
             offset,
             min_ts: min,
             max_ts: max,
-            count: samples.len() as u32,
+            count: count as u32,
         });
-        self.last_labels = Some(labels.clone());
+        self.last = Some((labels.clone(), kind));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -157,6 +183,7 @@ impl PartWriter {
             put_varint(&mut index, s.min_ts);
             put_varint(&mut index, s.max_ts.wrapping_sub(s.min_ts));
             put_uvarint(&mut index, u64::from(s.count));
+            index.push(s.kind as u8);
         }
         let compressed = zstd::bulk::compress(&index, self.zstd_level)
             .expect("BUG: zstd compression of an in-memory buffer failed");

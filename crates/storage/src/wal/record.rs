@@ -1,10 +1,12 @@
-//! WAL record payloads (format: `docs/formats/wal-v1.md`). Each record
+//! WAL record payloads (format: `docs/formats/wal-v2.md`). Each record
 //! names its tenant; series are referred to by a per-tenant id that a
 //! `Series` record in the same segment defines.
 
 use std::sync::Arc;
 
-use miru_model::{Exemplar, Label, Labels, MetricMetadata, MetricType, Sample, TenantId};
+use miru_model::{
+    Exemplar, HistogramSample, Label, Labels, MetricMetadata, MetricType, Sample, TenantId,
+};
 
 use crate::codec::{CodecError, Reader, put_str, put_uvarint, put_varint};
 
@@ -12,6 +14,7 @@ pub(crate) const RECORD_SERIES: u8 = 1;
 pub(crate) const RECORD_SAMPLES: u8 = 2;
 pub(crate) const RECORD_EXEMPLARS: u8 = 3;
 pub(crate) const RECORD_METADATA: u8 = 4;
+pub(crate) const RECORD_HISTOGRAMS: u8 = 5;
 
 /// One decoded WAL record.
 #[derive(Debug, PartialEq)]
@@ -31,6 +34,10 @@ pub(crate) enum Record {
     Metadata {
         tenant: TenantId,
         metadata: Vec<MetricMetadata>,
+    },
+    Histograms {
+        tenant: TenantId,
+        histograms: Vec<(u32, HistogramSample)>,
     },
 }
 
@@ -71,6 +78,23 @@ impl RecordBuf {
             b.extend_from_slice(&s.value.to_bits().to_le_bytes());
         }
         self.records.push((RECORD_SAMPLES, b));
+    }
+
+    pub(crate) fn histograms(&mut self, tenant: &TenantId, histograms: &[(u32, HistogramSample)]) {
+        if histograms.is_empty() {
+            return;
+        }
+        let mut b = Vec::with_capacity(16 + histograms.len() * 64);
+        put_str(&mut b, tenant.as_str());
+        put_uvarint(&mut b, histograms.len() as u64);
+        let base = histograms[0].1.timestamp_ms;
+        put_varint(&mut b, base);
+        for (id, s) in histograms {
+            put_uvarint(&mut b, u64::from(*id));
+            put_varint(&mut b, s.timestamp_ms.wrapping_sub(base));
+            crate::histogram_codec::put_histogram(&mut b, &s.histogram, None);
+        }
+        self.records.push((RECORD_HISTOGRAMS, b));
     }
 
     pub(crate) fn exemplars(&mut self, tenant: &TenantId, exemplars: &[(u32, &Exemplar)]) {
@@ -206,6 +230,23 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Record, CodecError> {
             }
             Record::Metadata { tenant, metadata }
         }
+        RECORD_HISTOGRAMS => {
+            let base = r.varint()?;
+            let mut histograms = Vec::with_capacity(n);
+            for _ in 0..n {
+                let id = r.len("series id", u32::MAX as usize)? as u32;
+                let timestamp_ms = base.wrapping_add(r.varint()?);
+                let h = crate::histogram_codec::read_histogram(&mut r, None)?;
+                histograms.push((
+                    id,
+                    HistogramSample {
+                        timestamp_ms,
+                        histogram: Arc::new(h),
+                    },
+                ));
+            }
+            Record::Histograms { tenant, histograms }
+        }
         other => {
             return Err(CodecError::Range {
                 what: "record type",
@@ -257,6 +298,21 @@ mod tests {
         );
         b.exemplars(&t, &[(3, &e)]);
         b.metadata(&t, std::slice::from_ref(&md));
+        let h = HistogramSample {
+            timestamp_ms: 1015,
+            histogram: Arc::new(miru_model::FloatHistogram {
+                schema: 3,
+                count: 4.0,
+                sum: 1.5,
+                positive_spans: vec![miru_model::BucketSpan {
+                    offset: -1,
+                    length: 2,
+                }],
+                positive_buckets: vec![1.0, 3.0],
+                ..Default::default()
+            }),
+        };
+        b.histograms(&t, &[(3, h.clone())]);
         let decoded: Vec<Record> = b
             .records
             .iter()
@@ -295,8 +351,15 @@ mod tests {
         assert_eq!(
             decoded[3],
             Record::Metadata {
-                tenant: t,
+                tenant: t.clone(),
                 metadata: vec![md]
+            }
+        );
+        assert_eq!(
+            decoded[4],
+            Record::Histograms {
+                tenant: t,
+                histograms: vec![(3, h)]
             }
         );
     }

@@ -2,7 +2,7 @@ use std::io::Read;
 use std::path::Path;
 
 use super::record::{Record, decode};
-use super::{SEGMENT_MAGIC, WalError, parse_segment_file_name};
+use super::{SEGMENT_MAGIC, SEGMENT_MAGIC_V1, WalError, parse_segment_file_name};
 
 /// What replay found.
 #[derive(Debug, Default, Clone, Copy)]
@@ -60,7 +60,8 @@ pub(crate) fn replay(
             tracing::warn!(segment = %path.display(), "empty wal segment skipped");
             continue;
         }
-        if &data[..SEGMENT_MAGIC.len()] != SEGMENT_MAGIC {
+        let magic = &data[..SEGMENT_MAGIC.len()];
+        if magic != SEGMENT_MAGIC && magic != SEGMENT_MAGIC_V1 {
             return Err(WalError::UnknownFormat {
                 path: path.display().to_string(),
             });
@@ -157,5 +158,38 @@ mod tests {
         std::fs::write(dir.path().join(segment_file_name(3)), b"MIRUWAL9 future").unwrap();
         let err = replay(dir.path(), |_, _| {}).unwrap_err();
         assert!(matches!(err, WalError::UnknownFormat { .. }), "{err}");
+    }
+
+    #[test]
+    fn version_1_segments_are_still_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = miru_model::TenantId::anonymous();
+        let mut b = super::super::RecordBuf::default();
+        b.samples(
+            &t,
+            &[(
+                1,
+                miru_model::Sample {
+                    timestamp_ms: 5,
+                    value: 2.0,
+                },
+            )],
+        );
+        let (kind, payload) = &b.records[0];
+        let mut seg = SEGMENT_MAGIC_V1.to_vec();
+        let mut h = crc32fast::Hasher::new();
+        h.update(&[*kind]);
+        h.update(payload);
+        seg.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        seg.extend_from_slice(&h.finalize().to_le_bytes());
+        seg.push(*kind);
+        seg.extend_from_slice(payload);
+        std::fs::write(dir.path().join(segment_file_name(1)), &seg).unwrap();
+        let mut seen = Vec::new();
+        let st = replay(dir.path(), |_, r| seen.push(r)).unwrap();
+        assert_eq!(st.records, 1);
+        assert!(
+            matches!(&seen[0], super::super::Record::Samples { samples, .. } if samples.len() == 1)
+        );
     }
 }
