@@ -20,6 +20,7 @@ pub struct App {
     pub limits: Limits,
     pub metrics: Arc<SelfMetrics>,
     pub otlp: OtlpOptions,
+    pub query: crate::query::QueryService,
     pub started: Instant,
 }
 
@@ -102,6 +103,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         limits,
         metrics,
         otlp,
+        query: crate::query::QueryService::new(cfg.query.clone()),
         started,
     });
 

@@ -168,6 +168,47 @@ pub struct Flags {
         global = true
     )]
     pub runtime_config_file: Option<PathBuf>,
+    /// Longest a query may run, e.g. 2m.
+    #[arg(long = "query.timeout", env = "MIRU_QUERY_TIMEOUT", value_parser = dur, global = true)]
+    pub query_timeout: Option<Duration>,
+    /// How far back an instant selector looks for a sample, e.g. 5m.
+    #[arg(long = "query.lookback-delta", env = "MIRU_QUERY_LOOKBACK_DELTA", value_parser = dur, global = true)]
+    pub query_lookback_delta: Option<Duration>,
+    /// Samples one query may load.
+    #[arg(
+        long = "query.max-samples",
+        env = "MIRU_QUERY_MAX_SAMPLES",
+        global = true
+    )]
+    pub query_max_samples: Option<usize>,
+    /// Series one query may load (0 = no limit).
+    #[arg(
+        long = "query.max-series",
+        env = "MIRU_QUERY_MAX_SERIES",
+        global = true
+    )]
+    pub query_max_series: Option<usize>,
+    /// Bytes of series data one query may hold (0 = no limit).
+    #[arg(
+        long = "query.max-memory-bytes",
+        env = "MIRU_QUERY_MAX_MEMORY_BYTES",
+        global = true
+    )]
+    pub query_max_memory_bytes: Option<u64>,
+    /// Queries evaluated at once over all tenants.
+    #[arg(
+        long = "query.max-concurrent",
+        env = "MIRU_QUERY_MAX_CONCURRENT",
+        global = true
+    )]
+    pub query_max_concurrent: Option<usize>,
+    /// Queries one tenant may evaluate at once (0 = no limit).
+    #[arg(
+        long = "query.max-concurrent-per-tenant",
+        env = "MIRU_QUERY_MAX_CONCURRENT_PER_TENANT",
+        global = true
+    )]
+    pub query_max_concurrent_per_tenant: Option<usize>,
     /// How often the runtime file is re-read, e.g. 10s.
     #[arg(long = "runtime-config.reload-period", env = "MIRU_RUNTIME_CONFIG_PERIOD", value_parser = dur, global = true)]
     pub runtime_config_period: Option<Duration>,
@@ -211,6 +252,13 @@ impl Flags {
             c.runtime_config.file = self.runtime_config_file.clone();
         }
         set!(self.runtime_config_period => c.runtime_config.period);
+        set!(self.query_timeout => c.query.timeout);
+        set!(self.query_lookback_delta => c.query.lookback_delta);
+        set!(self.query_max_samples => c.query.max_samples);
+        set!(self.query_max_series => c.query.max_series);
+        set!(self.query_max_memory_bytes => c.query.max_memory_bytes);
+        set!(self.query_max_concurrent => c.query.max_concurrent);
+        set!(self.query_max_concurrent_per_tenant => c.query.max_concurrent_per_tenant);
         self.apply_object_store(&mut c);
         Ok(c)
     }

@@ -21,6 +21,7 @@ pub struct Config {
     pub tenancy: TenancyConfig,
     pub storage: StorageSection,
     pub otlp: OtlpConfig,
+    pub query: QuerySection,
     /// Limits for every tenant; per-tenant overrides come from the runtime file.
     pub limits: TenantLimits,
     pub runtime_config: RuntimeConfigSection,
@@ -95,6 +96,46 @@ pub struct OtlpConfig {
     pub promote_scope_metadata: bool,
 }
 
+/// PromQL execution and its bounds. Every limit names itself in the error
+/// a query gets when it is exceeded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuerySection {
+    /// Longest a query may run, queueing included (a request's `timeout`
+    /// parameter can only shorten it).
+    #[serde(with = "serde_duration")]
+    pub timeout: Duration,
+    /// How far back an instant selector looks for a sample.
+    #[serde(with = "serde_duration")]
+    pub lookback_delta: Duration,
+    /// Samples one query may load.
+    pub max_samples: usize,
+    /// Series one query may load; 0 = no limit.
+    pub max_series: usize,
+    /// Bytes of series data one query may hold (labels and samples, as
+    /// loaded from storage); 0 = no limit.
+    pub max_memory_bytes: u64,
+    /// Queries evaluated at once over all tenants; more wait for a slot
+    /// until their timeout.
+    pub max_concurrent: usize,
+    /// Queries one tenant may have evaluating at once; 0 = no limit.
+    pub max_concurrent_per_tenant: usize,
+}
+
+impl Default for QuerySection {
+    fn default() -> Self {
+        QuerySection {
+            timeout: Duration::from_secs(120),
+            lookback_delta: Duration::from_secs(300),
+            max_samples: 50_000_000,
+            max_series: 1_000_000,
+            max_memory_bytes: 256 << 20,
+            max_concurrent: 16,
+            max_concurrent_per_tenant: 8,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeConfigSection {
@@ -113,6 +154,7 @@ impl Default for Config {
             tenancy: TenancyConfig::default(),
             storage: StorageSection::default(),
             otlp: OtlpConfig::default(),
+            query: QuerySection::default(),
             limits: TenantLimits::default(),
             runtime_config: RuntimeConfigSection::default(),
         }

@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod http;
 pub mod loadgen;
 pub mod pipeline;
+pub mod query;
 pub mod runtime_config;
 pub mod self_metrics;
 pub mod tenant;

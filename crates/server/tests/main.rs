@@ -12,6 +12,8 @@ mod cli;
 mod durability;
 mod limits;
 mod otel_sdk;
+mod promql_api;
+mod promql_differential;
 mod real_prometheus;
 mod remote_write;
 mod s3_store;

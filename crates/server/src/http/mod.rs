@@ -6,6 +6,7 @@
 mod ingest;
 pub mod params;
 mod prom;
+mod query;
 mod status;
 
 use std::sync::Arc;
@@ -28,6 +29,23 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/labels", get(prom::labels).post(prom::labels))
         .route("/api/v1/label/{name}/values", get(prom::label_values))
         .route("/api/v1/metadata", get(prom::metadata))
+        .route("/api/v1/query", get(query::instant).post(query::instant))
+        .route(
+            "/api/v1/query_range",
+            get(query::range_query).post(query::range_query),
+        )
+        .route(
+            "/api/v1/query_exemplars",
+            get(query::exemplars).post(query::exemplars),
+        )
+        .route(
+            "/api/v1/format_query",
+            get(query::format_query).post(query::format_query),
+        )
+        .route(
+            "/api/v1/parse_query",
+            get(query::parse_query).post(query::parse_query),
+        )
         .route("/api/v1/status/buildinfo", get(status::buildinfo));
     Router::new()
         .route("/api/v1/push", post(ingest::remote_write))

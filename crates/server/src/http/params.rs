@@ -138,7 +138,6 @@ fn parse_rfc3339_ms(s: &str) -> Option<i64> {
 /// Parses a series selector such as `up{job=~"api|db"}` into matchers.
 /// Selectors with `or` alternatives are returned as several sets.
 pub fn parse_selector(s: &str) -> Result<Vec<Vec<Matcher>>, String> {
-    use promql_parser::label::MatchOp as P;
     use promql_parser::parser::Expr;
     let expr = promql_parser::parser::parse(s)
         .map_err(|e| format!("invalid series selector {s:?}: {e}"))?;
@@ -147,6 +146,14 @@ pub fn parse_selector(s: &str) -> Result<Vec<Vec<Matcher>>, String> {
             "invalid series selector {s:?}: expected a vector selector"
         ));
     };
+    selector_matchers(&vs).map_err(|e| format!("invalid series selector {s:?}: {e}"))
+}
+
+/// The matcher sets of a parsed vector selector (one per `or` alternative).
+pub fn selector_matchers(
+    vs: &promql_parser::parser::VectorSelector,
+) -> Result<Vec<Vec<Matcher>>, String> {
+    use promql_parser::label::MatchOp as P;
     let convert = |ms: &[promql_parser::label::Matcher],
                    name: &Option<String>|
      -> Result<Vec<Matcher>, String> {
@@ -164,9 +171,7 @@ pub fn parse_selector(s: &str) -> Result<Vec<Vec<Matcher>>, String> {
             out.push(Matcher::new(&m.name, op, &m.value).map_err(|e| e.to_string())?);
         }
         if out.iter().all(|m| m.matches_empty()) {
-            return Err(format!(
-                "invalid series selector {s:?}: match[] must contain at least one non-empty matcher"
-            ));
+            return Err("match[] must contain at least one non-empty matcher".to_string());
         }
         Ok(out)
     };
@@ -179,6 +184,19 @@ pub fn parse_selector(s: &str) -> Result<Vec<Vec<Matcher>>, String> {
             .map(|set| convert(set, &vs.name))
             .collect()
     }
+}
+
+/// A duration parameter as Prometheus' API takes it: float seconds
+/// (`15`, `0.5`) or a duration (`15s`, `1m30s`).
+pub fn parse_duration_param(s: &str) -> Result<std::time::Duration, String> {
+    if let Ok(secs) = s.parse::<f64>() {
+        if (0.0..1e15).contains(&secs) {
+            return Ok(std::time::Duration::from_secs_f64(secs));
+        }
+        return Err(format!("cannot parse {s:?} to a valid duration"));
+    }
+    crate::duration::parse_duration(s)
+        .map_err(|_| format!("cannot parse {s:?} to a valid duration"))
 }
 
 #[cfg(test)]

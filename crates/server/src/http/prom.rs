@@ -32,18 +32,18 @@ pub(super) fn api_error(status: StatusCode, error_type: &str, msg: impl Into<Str
         .into_response()
 }
 
-fn success(data: Value) -> Response {
+pub(super) fn success(data: Value) -> Response {
     axum::Json(json!({"status": "success", "data": data})).into_response()
 }
 
-struct ReadRequest {
-    tenants: Vec<TenantId>,
-    params: Params,
+pub(super) struct ReadRequest {
+    pub(super) tenants: Vec<TenantId>,
+    pub(super) params: Params,
     /// `limit`, checked once for every endpoint that takes it.
     limit: Option<usize>,
 }
 
-async fn read_request(
+pub(super) async fn read_request(
     app: &App,
     method: &Method,
     headers: &HeaderMap,
@@ -86,7 +86,7 @@ async fn read_request(
     })
 }
 
-fn bad(msg: impl Into<String>) -> Response {
+pub(super) fn bad(msg: impl Into<String>) -> Response {
     api_error(StatusCode::BAD_REQUEST, "bad_data", msg)
 }
 
@@ -109,7 +109,7 @@ fn matcher_sets(p: &Params, required: bool) -> Result<Vec<Vec<Matcher>>, Respons
     Ok(out)
 }
 
-fn range(p: &Params) -> Result<(i64, i64), Response> {
+pub(super) fn range(p: &Params) -> Result<(i64, i64), Response> {
     let start = p.time_ms("start", MIN_TIME_MS).map_err(bad)?;
     let end = p.time_ms("end", MAX_TIME_MS).map_err(bad)?;
     if end < start {
@@ -137,7 +137,7 @@ async fn matching_series(
     Ok(all.into_iter().collect())
 }
 
-fn labels_json(l: &Labels) -> Value {
+pub(super) fn labels_json(l: &Labels) -> Value {
     Value::Object(
         l.iter()
             .map(|x| (x.name.to_string(), Value::String(x.value.to_string())))

@@ -64,20 +64,29 @@ pub(super) async fn metrics(State(app): State<Arc<App>>) -> Response {
         .into_response()
 }
 
-/// Identifies as a Mimir-compatible Prometheus API, which makes Grafana
-/// enable the features Mimir has.
+/// Identifies as a Mimir-compatible Prometheus API: a non-empty `features`
+/// object makes Grafana treat the data source as Mimir (label APIs with
+/// `match[]`, exemplars). The version is the Mimir API level served, with
+/// miru's own version as build metadata. There is no ruler or Alertmanager
+/// configuration API yet, so those features say "false" and Grafana keeps
+/// its alerting UI read-only.
 pub(super) async fn buildinfo() -> Json<serde_json::Value> {
     Json(json!({
         "status": "success",
         "data": {
             "application": "miru",
-            "version": env!("CARGO_PKG_VERSION"),
+            "version": concat!("2.14.0+miru.", env!("CARGO_PKG_VERSION")),
             "revision": "",
             "branch": "",
             "buildUser": "",
             "buildDate": "",
             "goVersion": "",
-            "features": {}
+            "features": {
+                "ruler_config_api": "false",
+                "alertmanager_config_api": "false",
+                "query_sharding": "false",
+                "federated_rules": "false"
+            }
         }
     }))
 }

@@ -1,0 +1,268 @@
+//! Reading series: instant selectors (lookback, staleness), range
+//! selectors (left-open windows) and subqueries.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use miru_model::{FloatHistogram, Labels, is_stale_nan};
+
+use super::{Evaluator, Grid, MSeries, Sample, Val, Vector, steps_to_series};
+use crate::plan::{Node, Selector, Subquery};
+use crate::{QueryError, Series};
+
+/// A range-vector argument of a function: its series and how to place the
+/// window `(ref - range, ref]` for an evaluation step.
+pub(crate) struct RangeArg {
+    pub(crate) series: Vec<MSeries>,
+    pub(crate) range_ms: i64,
+    pub(crate) offset_ms: i64,
+    pub(crate) at_ms: Option<i64>,
+}
+
+impl RangeArg {
+    pub(crate) fn ref_time(&self, ts: i64) -> i64 {
+        self.at_ms.unwrap_or(ts).saturating_sub(self.offset_ms)
+    }
+}
+
+/// Upper bound on the steps of one subquery evaluation.
+const MAX_SUBQUERY_STEPS: u64 = 5_000_000;
+
+pub(crate) type Window<'s> = (&'s [(i64, f64)], &'s [(i64, Arc<FloatHistogram>)]);
+
+/// The samples of `s` in `(end - range, end]`.
+pub(crate) fn window(s: &MSeries, end: i64, range: i64) -> Window<'_> {
+    let start = end.saturating_sub(range);
+    let f0 = s.floats.partition_point(|p| p.0 <= start);
+    let f1 = s.floats.partition_point(|p| p.0 <= end);
+    let h0 = s.hists.partition_point(|p| p.0 <= start);
+    let h1 = s.hists.partition_point(|p| p.0 <= end);
+    (&s.floats[f0..f1.max(f0)], &s.hists[h0..h1.max(h0)])
+}
+
+fn is_stale_hist(h: &FloatHistogram) -> bool {
+    is_stale_nan(h.sum)
+}
+
+impl Evaluator<'_> {
+    /// All series of the selector with samples in `[mint, maxt]`, sorted by
+    /// labels.
+    pub(crate) fn fetch(
+        &mut self,
+        sel: &Selector,
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<Series>, QueryError> {
+        let mut out: Vec<Series> = if sel.matcher_sets.len() == 1 {
+            self.src.select(&sel.matcher_sets[0], mint, maxt)?
+        } else {
+            let mut union: BTreeMap<Labels, Series> = BTreeMap::new();
+            for set in &sel.matcher_sets {
+                for s in self.src.select(set, mint, maxt)? {
+                    union.entry(s.labels.clone()).or_insert(s);
+                }
+            }
+            union.into_values().collect()
+        };
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        let n: usize = out
+            .iter()
+            .map(|s| s.floats.len() + s.histograms.len())
+            .sum();
+        self.count_samples(n)?;
+        Ok(out)
+    }
+
+    /// An instant selector at every step. With `timestamps`, each value is
+    /// the sample's timestamp in seconds (for `timestamp()`).
+    pub(crate) fn eval_vector_selector(
+        &mut self,
+        sel: &Selector,
+        g: Grid,
+        timestamps: bool,
+    ) -> Result<Vec<Vector>, QueryError> {
+        let n = g.len();
+        let lookback = self.opts.lookback_delta_ms;
+        let refs: Vec<i64> = (0..n)
+            .map(|i| sel.at_ms.unwrap_or(g.ts(i)).saturating_sub(sel.offset_ms))
+            .collect();
+        let (lo, hi) = match (refs.iter().min(), refs.iter().max()) {
+            (Some(a), Some(b)) => (*a, *b),
+            _ => return Ok(Vec::new()),
+        };
+        let series = self.fetch(sel, lo.saturating_sub(lookback).saturating_add(1), hi)?;
+        let mut out: Vec<Vector> = vec![Vec::new(); n];
+        for s in series {
+            self.check()?;
+            for (i, &r) in refs.iter().enumerate() {
+                let fi = s.floats.partition_point(|x| x.timestamp_ms <= r);
+                let hi = s.histograms.partition_point(|x| x.timestamp_ms <= r);
+                let f = fi.checked_sub(1).map(|k| &s.floats[k]);
+                let h = hi.checked_sub(1).map(|k| &s.histograms[k]);
+                let (t, f, h) = match (f, h) {
+                    (Some(f), Some(h)) if h.timestamp_ms > f.timestamp_ms => {
+                        (h.timestamp_ms, 0.0, Some(&h.histogram))
+                    }
+                    (Some(f), _) => (f.timestamp_ms, f.value, None),
+                    (None, Some(h)) => (h.timestamp_ms, 0.0, Some(&h.histogram)),
+                    (None, None) => continue,
+                };
+                if t <= r.saturating_sub(lookback) {
+                    continue;
+                }
+                if h.is_none() && is_stale_nan(f) || h.is_some_and(|h| is_stale_hist(h)) {
+                    continue;
+                }
+                let sample = if timestamps {
+                    Sample {
+                        labels: s.labels.clone(),
+                        f: t as f64 / 1000.0,
+                        h: None,
+                        drop_name: false,
+                    }
+                } else {
+                    Sample {
+                        labels: s.labels.clone(),
+                        f,
+                        h: h.map(Arc::clone),
+                        drop_name: false,
+                    }
+                };
+                out[i].push(sample);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The raw series a range selector covers over the whole grid, stale
+    /// markers removed (they never appear inside a window).
+    pub(crate) fn fetch_range(
+        &mut self,
+        sel: &Selector,
+        range_ms: i64,
+        g: Grid,
+    ) -> Result<RangeArg, QueryError> {
+        let (lo, hi) = match sel.at_ms {
+            Some(at) => (at, at),
+            None => (g.start, g.last()),
+        };
+        let lo = lo.saturating_sub(sel.offset_ms);
+        let hi = hi.saturating_sub(sel.offset_ms);
+        let raw = self.fetch(sel, lo.saturating_sub(range_ms).saturating_add(1), hi)?;
+        let series = raw
+            .into_iter()
+            .map(|s| MSeries {
+                labels: s.labels,
+                floats: s
+                    .floats
+                    .into_iter()
+                    .filter(|x| !is_stale_nan(x.value))
+                    .map(|x| (x.timestamp_ms, x.value))
+                    .collect(),
+                hists: s
+                    .histograms
+                    .into_iter()
+                    .filter(|x| !is_stale_hist(&x.histogram))
+                    .map(|x| (x.timestamp_ms, x.histogram))
+                    .collect(),
+                drop_name: false,
+            })
+            .collect();
+        Ok(RangeArg {
+            series,
+            range_ms,
+            offset_ms: sel.offset_ms,
+            at_ms: sel.at_ms,
+        })
+    }
+
+    /// A range selector as the result of an instant query.
+    pub(crate) fn eval_matrix_selector_top(
+        &mut self,
+        sel: &Selector,
+        range_ms: i64,
+        g: Grid,
+    ) -> Result<Vec<MSeries>, QueryError> {
+        let arg = self.fetch_range(sel, range_ms, g)?;
+        let r = arg.ref_time(g.start);
+        let mut out = Vec::new();
+        for s in &arg.series {
+            let (f, h) = window(s, r, range_ms);
+            if f.is_empty() && h.is_empty() {
+                continue;
+            }
+            out.push(MSeries {
+                labels: s.labels.clone(),
+                floats: f.to_vec(),
+                hists: h.to_vec(),
+                drop_name: false,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Evaluates the inner expression of a subquery on its own grid: steps
+    /// aligned to multiples of the subquery step, covering the windows of
+    /// every outer step.
+    pub(crate) fn eval_subquery(
+        &mut self,
+        sq: &Subquery,
+        g: Grid,
+    ) -> Result<Vec<MSeries>, QueryError> {
+        let (lo, hi) = match sq.at_ms {
+            Some(at) => (at, at),
+            None => (g.start, g.last()),
+        };
+        let hi = hi.saturating_sub(sq.offset_ms);
+        let first_excl = lo.saturating_sub(sq.offset_ms).saturating_sub(sq.range_ms);
+        let step = sq.step_ms.max(1);
+        let start = first_excl
+            .div_euclid(step)
+            .saturating_mul(step)
+            .saturating_add(step);
+        if start > hi {
+            return Ok(Vec::new());
+        }
+        let inner = Grid {
+            start,
+            end: hi,
+            step,
+        };
+        // Each inner step holds a vector; refuse grids no sample budget
+        // could pay for before allocating them.
+        let steps = (hi.saturating_sub(start) / step) as u64 + 1;
+        if steps > (self.opts.max_samples as u64).min(MAX_SUBQUERY_STEPS) {
+            return Err(QueryError::TooManySamples {
+                limit: self.opts.max_samples,
+            });
+        }
+        let val = self.eval(&sq.expr, inner)?;
+        Ok(steps_to_series(val, inner))
+    }
+
+    /// The range-vector argument of a function, from a selector or a
+    /// subquery.
+    pub(crate) fn range_arg(&mut self, node: &Node, g: Grid) -> Result<RangeArg, QueryError> {
+        match node.unwrapped() {
+            Node::Matrix { sel, range_ms } => self.fetch_range(sel, *range_ms, g),
+            Node::Subquery(sq) => {
+                let series = self.eval_subquery(sq, g)?;
+                Ok(RangeArg {
+                    series,
+                    range_ms: sq.range_ms,
+                    offset_ms: sq.offset_ms,
+                    at_ms: sq.at_ms,
+                })
+            }
+            _ => match self.eval(node, g)? {
+                Val::Matrix(series) => Ok(RangeArg {
+                    series,
+                    range_ms: 0,
+                    offset_ms: 0,
+                    at_ms: None,
+                }),
+                _ => Err(QueryError::exec("BUG: expected a range vector")),
+            },
+        }
+    }
+}

@@ -1,0 +1,803 @@
+//! Functions over range vectors: `rate` and friends, `*_over_time`,
+//! `deriv`, `predict_linear`, `changes`, `resets`.
+
+use std::sync::Arc;
+
+use miru_model::{CounterResetHint, FloatHistogram, Labels};
+
+use super::{absent_labels, kahan_inc, metric_name, quantile};
+use crate::QueryError;
+use crate::annotations::{Annotations, fmt_g};
+use crate::eval::{Evaluator, Grid, Sample, Val, window};
+use crate::histogram as hist;
+use crate::plan::{Call, ValueType};
+use crate::position::Pos;
+
+type Out = Option<(f64, Option<Arc<FloatHistogram>>)>;
+
+/// What a kernel knows about the step it computes.
+struct Step<'a> {
+    floats: &'a [(i64, f64)],
+    hists: &'a [(i64, Arc<FloatHistogram>)],
+    range_start: i64,
+    range_end: i64,
+    range_ms: i64,
+    ts: i64,
+    labels: &'a Labels,
+    /// Position of the first argument (the one Prometheus cites).
+    pos: Pos,
+    params: &'a [f64],
+}
+
+fn float(v: f64) -> Out {
+    Some((v, None))
+}
+
+fn histo(h: FloatHistogram) -> Out {
+    Some((0.0, Some(Arc::new(h))))
+}
+
+fn mixed_warning(a: &mut Annotations, s: &Step<'_>) {
+    a.warn(
+        format!(
+            "encountered a mix of histograms and floats for metric name {:?}",
+            metric_name(s.labels)
+        ),
+        s.pos,
+    );
+}
+
+fn ignored_hist_info(a: &mut Annotations, s: &Step<'_>) {
+    a.info(
+        format!(
+            "ignored histograms in a range containing both floats and histograms for metric name {:?}",
+            metric_name(s.labels)
+        ),
+        s.pos,
+    );
+}
+
+pub(super) fn eval_range_function(
+    ev: &mut Evaluator<'_>,
+    c: &Call,
+    g: Grid,
+) -> Result<Val, QueryError> {
+    let n = g.len();
+    let Some(mi) = c
+        .args
+        .iter()
+        .position(|a| a.value_type() == ValueType::Matrix)
+    else {
+        return Err(QueryError::exec("BUG: no range argument"));
+    };
+    // Scalar parameters, one value per step.
+    let mut params: Vec<Vec<f64>> = Vec::new();
+    for (i, a) in c.args.iter().enumerate() {
+        if i != mi && a.value_type() == ValueType::Scalar {
+            params.push(ev.eval_scalar(a, g)?);
+        }
+    }
+    if c.name == "double_exponential_smoothing" {
+        for i in 0..n {
+            let sf = params
+                .first()
+                .and_then(|p| p.get(i))
+                .copied()
+                .unwrap_or(0.5);
+            let tf = params.get(1).and_then(|p| p.get(i)).copied().unwrap_or(0.5);
+            if !(sf > 0.0 && sf < 1.0) {
+                return Err(QueryError::exec(format!(
+                    "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}"
+                )));
+            }
+            if !(tf > 0.0 && tf < 1.0) {
+                return Err(QueryError::exec(format!(
+                    "invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"
+                )));
+            }
+        }
+    }
+    let arg = ev.range_arg(&c.args[mi], g)?;
+    let pos = c.arg_pos.first().copied().unwrap_or(c.pos);
+    let keeps_name = matches!(c.name, "last_over_time" | "first_over_time");
+    let mut out: Vec<Vec<Sample>> = vec![Vec::new(); n];
+    let mut present = vec![false; n];
+    let mut step_params = vec![0.0; params.len()];
+    for s in &arg.series {
+        ev.check()?;
+        let mut produced_float = false;
+        for (i, present_i) in present.iter_mut().enumerate() {
+            let ts = g.ts(i);
+            let r = arg.ref_time(ts);
+            let (floats, hists) = window(s, r, arg.range_ms);
+            if floats.is_empty() && hists.is_empty() {
+                continue;
+            }
+            *present_i = true;
+            if c.name == "absent_over_time" {
+                continue;
+            }
+            for (k, p) in params.iter().enumerate() {
+                step_params[k] = p.get(i).copied().unwrap_or(f64::NAN);
+            }
+            let step = Step {
+                floats,
+                hists,
+                range_start: r.saturating_sub(arg.range_ms),
+                range_end: r,
+                range_ms: arg.range_ms,
+                ts,
+                labels: &s.labels,
+                pos,
+                params: &step_params,
+            };
+            let res = kernel(c.name, &step, &mut ev.annos)?;
+            if let Some((f, h)) = res {
+                produced_float |= h.is_none();
+                out[i].push(Sample {
+                    labels: s.labels.clone(),
+                    f,
+                    h,
+                    drop_name: !keeps_name || s.drop_name,
+                });
+            }
+        }
+        if matches!(c.name, "rate" | "increase") && produced_float {
+            let name = metric_name(&s.labels);
+            if !name.is_empty()
+                && !["_total", "_sum", "_count", "_bucket"]
+                    .iter()
+                    .any(|suf| name.ends_with(suf))
+            {
+                ev.annos.info(
+                    format!(
+                        "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {name:?}"
+                    ),
+                    pos,
+                );
+            }
+        }
+    }
+    if c.name == "absent_over_time" {
+        let labels = absent_labels(&c.args[mi]);
+        return Ok(Val::Vector(
+            present
+                .into_iter()
+                .map(|p| {
+                    if p {
+                        Vec::new()
+                    } else {
+                        vec![Sample {
+                            labels: labels.clone(),
+                            f: 1.0,
+                            h: None,
+                            drop_name: true,
+                        }]
+                    }
+                })
+                .collect(),
+        ));
+    }
+    Ok(Val::Vector(out))
+}
+
+fn kernel(name: &str, s: &Step<'_>, a: &mut Annotations) -> Result<Out, QueryError> {
+    Ok(match name {
+        "rate" => extrapolated_rate(s, a, true, true),
+        "increase" => extrapolated_rate(s, a, true, false),
+        "delta" => extrapolated_rate(s, a, false, false),
+        "irate" => instant_value(s, a, true),
+        "idelta" => instant_value(s, a, false),
+        "deriv" => {
+            if s.floats.len() < 2 {
+                if s.floats.len() == 1 && !s.hists.is_empty() {
+                    ignored_hist_info(a, s);
+                }
+                return Ok(None);
+            }
+            if !s.hists.is_empty() {
+                ignored_hist_info(a, s);
+            }
+            let (slope, _) = linear_regression(s.floats, s.floats[0].0);
+            float(slope)
+        }
+        "predict_linear" => {
+            if s.floats.len() < 2 {
+                if s.floats.len() == 1 && !s.hists.is_empty() {
+                    ignored_hist_info(a, s);
+                }
+                return Ok(None);
+            }
+            if !s.hists.is_empty() {
+                ignored_hist_info(a, s);
+            }
+            let d = s.params.first().copied().unwrap_or(0.0);
+            let (slope, intercept) = linear_regression(s.floats, s.ts);
+            float(slope * d + intercept)
+        }
+        "changes" => changes_or_resets(s, false),
+        "resets" => changes_or_resets(s, true),
+        "count_over_time" => float((s.floats.len() + s.hists.len()) as f64),
+        "present_over_time" => float(1.0),
+        "last_over_time" => {
+            let f = s.floats.last();
+            let h = s.hists.last();
+            match (f, h) {
+                (Some(f), Some(h)) if h.0 > f.0 => Some((0.0, Some(Arc::clone(&h.1)))),
+                (Some(f), _) => float(f.1),
+                (None, Some(h)) => Some((0.0, Some(Arc::clone(&h.1)))),
+                (None, None) => None,
+            }
+        }
+        "first_over_time" => {
+            let f = s.floats.first();
+            let h = s.hists.first();
+            match (f, h) {
+                (Some(f), Some(h)) if h.0 < f.0 => Some((0.0, Some(Arc::clone(&h.1)))),
+                (Some(f), _) => float(f.1),
+                (None, Some(h)) => Some((0.0, Some(Arc::clone(&h.1)))),
+                (None, None) => None,
+            }
+        }
+        "ts_of_last_over_time" => {
+            let t = s
+                .floats
+                .last()
+                .map(|p| p.0)
+                .into_iter()
+                .chain(s.hists.last().map(|p| p.0))
+                .max();
+            t.and_then(|t| float(t as f64 / 1000.0))
+        }
+        "ts_of_first_over_time" => {
+            let t = s
+                .floats
+                .first()
+                .map(|p| p.0)
+                .into_iter()
+                .chain(s.hists.first().map(|p| p.0))
+                .min();
+            t.and_then(|t| float(t as f64 / 1000.0))
+        }
+        "max_over_time" | "min_over_time" | "ts_of_max_over_time" | "ts_of_min_over_time" => {
+            if s.floats.is_empty() {
+                return Ok(None);
+            }
+            if !s.hists.is_empty() {
+                ignored_hist_info(a, s);
+            }
+            let is_max = name.contains("max");
+            let with_ts = name.starts_with("ts_of");
+            let mut best = s.floats[0].1;
+            let mut best_t = s.floats[0].0;
+            for &(t, v) in s.floats {
+                let better = if is_max {
+                    if with_ts { v >= best } else { v > best }
+                } else if with_ts {
+                    v <= best
+                } else {
+                    v < best
+                };
+                if better || best.is_nan() {
+                    best = v;
+                    best_t = t;
+                }
+            }
+            if with_ts {
+                float(best_t as f64 / 1000.0)
+            } else {
+                float(best)
+            }
+        }
+        "sum_over_time" => {
+            if !s.floats.is_empty() && !s.hists.is_empty() {
+                mixed_warning(a, s);
+                return Ok(None);
+            }
+            if s.floats.is_empty() {
+                return Ok(sum_hists(s, a, false));
+            }
+            let mut sum = 0.0;
+            let mut c = 0.0;
+            for &(_, v) in s.floats {
+                (sum, c) = kahan_inc(v, sum, c);
+            }
+            if sum.is_infinite() {
+                float(sum)
+            } else {
+                float(sum + c)
+            }
+        }
+        "avg_over_time" => {
+            if !s.floats.is_empty() && !s.hists.is_empty() {
+                mixed_warning(a, s);
+                return Ok(None);
+            }
+            if s.floats.is_empty() {
+                return Ok(sum_hists(s, a, true));
+            }
+            float(avg_floats(s.floats))
+        }
+        "quantile_over_time" => {
+            let q = s.params.first().copied().unwrap_or(f64::NAN);
+            if s.floats.is_empty() {
+                return Ok(None);
+            }
+            if q.is_nan() || !(0.0..=1.0).contains(&q) {
+                a.warn(
+                    format!("quantile value should be between 0 and 1, got {}", fmt_g(q)),
+                    s.pos,
+                );
+            }
+            if !s.hists.is_empty() {
+                ignored_hist_info(a, s);
+            }
+            let mut v: Vec<f64> = s.floats.iter().map(|p| p.1).collect();
+            float(quantile(q, &mut v))
+        }
+        "stddev_over_time" | "stdvar_over_time" => {
+            if s.floats.is_empty() {
+                return Ok(None);
+            }
+            if !s.hists.is_empty() {
+                ignored_hist_info(a, s);
+            }
+            let (mut count, mut mean, mut cmean, mut aux, mut caux) = (0.0, 0.0, 0.0, 0.0, 0.0);
+            for &(_, v) in s.floats {
+                count += 1.0;
+                let delta = v - (mean + cmean);
+                (mean, cmean) = kahan_inc(delta / count, mean, cmean);
+                (aux, caux) = kahan_inc(delta * (v - (mean + cmean)), aux, caux);
+            }
+            let var = (aux + caux) / count;
+            float(if name == "stddev_over_time" {
+                var.sqrt()
+            } else {
+                var
+            })
+        }
+        "mad_over_time" => {
+            if s.floats.is_empty() {
+                return Ok(None);
+            }
+            if !s.hists.is_empty() {
+                ignored_hist_info(a, s);
+            }
+            if s.floats.iter().any(|p| p.1.is_nan()) {
+                return Ok(float(f64::NAN));
+            }
+            let mut v: Vec<f64> = s.floats.iter().map(|p| p.1).collect();
+            let median = quantile(0.5, &mut v);
+            for x in v.iter_mut() {
+                *x = (*x - median).abs();
+            }
+            float(quantile(0.5, &mut v))
+        }
+        "double_exponential_smoothing" => {
+            let l = s.floats.len();
+            if l < 2 {
+                if l == 1 && !s.hists.is_empty() {
+                    ignored_hist_info(a, s);
+                }
+                return Ok(None);
+            }
+            let sf = s.params.first().copied().unwrap_or(0.5);
+            let tf = s.params.get(1).copied().unwrap_or(0.5);
+            let mut s0 = 0.0;
+            let mut s1 = s.floats[0].1;
+            let mut b = s.floats[1].1 - s.floats[0].1;
+            for i in 1..l {
+                let x = sf * s.floats[i].1;
+                if i - 1 > 0 {
+                    b = tf * (s1 - s0) + (1.0 - tf) * b;
+                }
+                let y = (1.0 - sf) * (s1 + b);
+                s0 = s1;
+                s1 = x + y;
+            }
+            if !s.hists.is_empty() {
+                ignored_hist_info(a, s);
+            }
+            float(s1)
+        }
+        other => {
+            return Err(QueryError::exec(format!(
+                "function {other:?} is not supported"
+            )));
+        }
+    })
+}
+
+fn avg_floats(floats: &[(i64, f64)]) -> f64 {
+    let (mut sum, mut count) = (floats[0].1, 1.0);
+    let (mut mean, mut c) = (0.0, 0.0);
+    let mut incremental = false;
+    for (i, &(_, v)) in floats.iter().enumerate().skip(1) {
+        count = (i + 1) as f64;
+        if !incremental {
+            let (ns, nc) = kahan_inc(v, sum, c);
+            if !ns.is_infinite() {
+                sum = ns;
+                c = nc;
+                continue;
+            }
+            incremental = true;
+            mean = sum / (count - 1.0);
+            c /= count - 1.0;
+        }
+        let q = (count - 1.0) / count;
+        (mean, c) = kahan_inc(v / count, q * mean, q * c);
+    }
+    if incremental {
+        mean + c
+    } else {
+        sum / count + c / count
+    }
+}
+
+fn sum_hists(s: &Step<'_>, a: &mut Annotations, avg: bool) -> Out {
+    let mut reset = false;
+    let mut not_reset = false;
+    let mut reconciled = false;
+    let mut acc: Option<FloatHistogram> = None;
+    for (_, h) in s.hists {
+        match h.counter_reset_hint {
+            CounterResetHint::Reset => reset = true,
+            CounterResetHint::NotReset => not_reset = true,
+            _ => {}
+        }
+        acc = Some(match acc {
+            None => (**h).clone(),
+            Some(cur) => match hist::add(&cur, h) {
+                Ok(r) => {
+                    reconciled |= r.nhcb_reconciled;
+                    r.h
+                }
+                Err(_) => {
+                    a.warn(
+                        format!(
+                            "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}",
+                            metric_name(s.labels)
+                        ),
+                        s.pos,
+                    );
+                    return None;
+                }
+            },
+        });
+    }
+    if reset && not_reset {
+        a.warn(
+            "conflicting counter resets during histogram aggregation",
+            s.pos,
+        );
+    }
+    if reconciled {
+        a.info(
+            "mismatched custom buckets were reconciled during aggregation",
+            s.pos,
+        );
+    }
+    let mut h = acc?;
+    if avg {
+        h = hist::scale(&h, 1.0 / s.hists.len() as f64);
+    }
+    histo(h)
+}
+
+/// Least-squares fit; returns slope and the value at `intercept_time`.
+fn linear_regression(samples: &[(i64, f64)], intercept_time: i64) -> (f64, f64) {
+    let (mut n, mut sx, mut cx, mut sy, mut cy, mut sxy, mut cxy, mut sx2, mut cx2) =
+        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    let init_y = samples[0].1;
+    let mut const_y = true;
+    for (i, &(t, v)) in samples.iter().enumerate() {
+        if const_y && i > 0 && v != init_y {
+            const_y = false;
+        }
+        n += 1.0;
+        let x = (t - intercept_time) as f64 / 1e3;
+        (sx, cx) = kahan_inc(x, sx, cx);
+        (sy, cy) = kahan_inc(v, sy, cy);
+        (sxy, cxy) = kahan_inc(x * v, sxy, cxy);
+        (sx2, cx2) = kahan_inc(x * x, sx2, cx2);
+    }
+    if const_y {
+        if init_y.is_infinite() {
+            return (f64::NAN, f64::NAN);
+        }
+        return (0.0, init_y);
+    }
+    sx += cx;
+    sy += cy;
+    sxy += cxy;
+    sx2 += cx2;
+    let cov = sxy - sx * sy / n;
+    let var = sx2 - sx * sx / n;
+    let slope = cov / var;
+    let intercept = sy / n - slope * sx / n;
+    (slope, intercept)
+}
+
+fn changes_or_resets(s: &Step<'_>, resets: bool) -> Out {
+    // Merge floats and histograms in time order.
+    let (mut i, mut j) = (0, 0);
+    let mut prev: Option<(f64, Option<&FloatHistogram>)> = None;
+    let mut count = 0usize;
+    while i < s.floats.len() || j < s.hists.len() {
+        let take_float = j >= s.hists.len() || (i < s.floats.len() && s.floats[i].0 < s.hists[j].0);
+        let cur: (f64, Option<&FloatHistogram>) = if take_float {
+            i += 1;
+            (s.floats[i - 1].1, None)
+        } else {
+            j += 1;
+            (0.0, Some(&*s.hists[j - 1].1))
+        };
+        if let Some(p) = prev {
+            match (p.1, cur.1) {
+                (None, None) => {
+                    if resets {
+                        if cur.0 < p.0 {
+                            count += 1;
+                        }
+                    } else if cur.0 != p.0 && !(cur.0.is_nan() && p.0.is_nan()) {
+                        count += 1;
+                    }
+                }
+                (Some(ph), Some(ch)) => {
+                    if resets {
+                        if hist::detect_reset(ch, ph) {
+                            count += 1;
+                        }
+                    } else if !hist::equals(ch, ph) {
+                        count += 1;
+                    }
+                }
+                _ => count += 1,
+            }
+        }
+        prev = Some(cur);
+    }
+    float(count as f64)
+}
+
+fn extrapolated_rate(s: &Step<'_>, a: &mut Annotations, is_counter: bool, is_rate: bool) -> Out {
+    if !s.floats.is_empty() && !s.hists.is_empty() {
+        mixed_warning(a, s);
+        return None;
+    }
+    let (first_t, last_t, n_minus_one);
+    let mut result_f = 0.0;
+    let mut result_h: Option<FloatHistogram> = None;
+    if !s.hists.is_empty() {
+        if s.hists.len() < 2 {
+            return None;
+        }
+        n_minus_one = s.hists.len() - 1;
+        first_t = s.hists[0].0;
+        last_t = s.hists[n_minus_one].0;
+        result_h = Some(hist::histogram_rate(
+            s.hists,
+            is_counter,
+            metric_name(s.labels),
+            s.pos,
+            a,
+        )?);
+    } else {
+        if s.floats.len() < 2 {
+            return None;
+        }
+        n_minus_one = s.floats.len() - 1;
+        first_t = s.floats[0].0;
+        last_t = s.floats[n_minus_one].0;
+        result_f = s.floats[n_minus_one].1 - s.floats[0].1;
+        if is_counter {
+            for w in s.floats.windows(2) {
+                if w[1].1 < w[0].1 {
+                    result_f += w[0].1;
+                }
+            }
+        }
+    }
+    let mut to_start = (first_t - s.range_start) as f64 / 1000.0;
+    let mut to_end = (s.range_end - last_t) as f64 / 1000.0;
+    let sampled = (last_t - first_t) as f64 / 1000.0;
+    let avg_between = sampled / n_minus_one as f64;
+    let threshold = avg_between * 1.1;
+    if to_start >= threshold {
+        to_start = avg_between / 2.0;
+    }
+    if is_counter {
+        let mut to_zero = to_start;
+        if let Some(h) = &result_h {
+            let first_count = s.hists[0].1.count;
+            if h.count > 0.0 && first_count >= 0.0 {
+                to_zero = sampled * (first_count / h.count);
+            }
+        } else if result_f > 0.0 && s.floats[0].1 >= 0.0 {
+            to_zero = sampled * (s.floats[0].1 / result_f);
+        }
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    if to_end >= threshold {
+        to_end = avg_between / 2.0;
+    }
+    let mut factor = if sampled != 0.0 {
+        (sampled + to_start + to_end) / sampled
+    } else {
+        1.0
+    };
+    if is_rate {
+        factor /= s.range_ms as f64 / 1000.0;
+    }
+    match result_h {
+        Some(h) => histo(hist::compact(&hist::scale(&h, factor))),
+        None => float(result_f * factor),
+    }
+}
+
+fn instant_value(s: &Step<'_>, a: &mut Annotations, is_rate: bool) -> Out {
+    if s.floats.len() + s.hists.len() < 2 {
+        return None;
+    }
+    // The last two samples, floats and histograms merged by time.
+    #[derive(Clone)]
+    struct P<'x> {
+        t: i64,
+        f: f64,
+        h: Option<&'x Arc<FloatHistogram>>,
+    }
+    let mut ss: Vec<P<'_>> = s
+        .floats
+        .iter()
+        .rev()
+        .take(2)
+        .map(|p| P {
+            t: p.0,
+            f: p.1,
+            h: None,
+        })
+        .chain(s.hists.iter().rev().take(2).map(|p| P {
+            t: p.0,
+            f: 0.0,
+            h: Some(&p.1),
+        }))
+        .collect();
+    ss.sort_by_key(|p| p.t);
+    let ss = &ss[ss.len() - 2..];
+    let (prev, last) = (&ss[0], &ss[1]);
+    let interval = last.t - prev.t;
+    if interval == 0 {
+        return None;
+    }
+    let mut result_f = last.f;
+    let mut result_h = None;
+    match (prev.h, last.h) {
+        (None, None) => {
+            if !is_rate || last.f >= prev.f || last.f.is_nan() || prev.f.is_nan() {
+                result_f = last.f - prev.f;
+            }
+        }
+        (Some(ph), Some(lh)) => {
+            let name = metric_name(s.labels);
+            if is_rate
+                && (lh.counter_reset_hint == CounterResetHint::Gauge
+                    || ph.counter_reset_hint == CounterResetHint::Gauge)
+            {
+                a.warn(
+                    format!("this native histogram metric is not a counter: {name:?}"),
+                    s.pos,
+                );
+            }
+            if !is_rate
+                && (lh.counter_reset_hint != CounterResetHint::Gauge
+                    || ph.counter_reset_hint != CounterResetHint::Gauge)
+            {
+                a.warn(
+                    format!("this native histogram metric is not a gauge: {name:?}"),
+                    s.pos,
+                );
+            }
+            let mut h = (**lh).clone();
+            if !is_rate || !hist::detect_reset(lh, ph) {
+                match hist::sub(lh, ph) {
+                    Ok(r) => {
+                        if r.nhcb_reconciled {
+                            a.info(
+                                "mismatched custom buckets were reconciled during subtraction",
+                                s.pos,
+                            );
+                        }
+                        h = r.h;
+                    }
+                    Err(_) => {
+                        a.warn(
+                            format!(
+                                "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {name:?}"
+                            ),
+                            s.pos,
+                        );
+                        return None;
+                    }
+                }
+            }
+            h.counter_reset_hint = CounterResetHint::Gauge;
+            result_h = Some(hist::compact(&h));
+        }
+        _ => {
+            mixed_warning(a, s);
+            return None;
+        }
+    }
+    if is_rate {
+        let secs = interval as f64 / 1000.0;
+        match &mut result_h {
+            Some(h) => *h = hist::scale(h, 1.0 / secs),
+            None => result_f /= secs,
+        }
+    }
+    match result_h {
+        Some(h) => histo(h),
+        None => float(result_f),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step<'a>(floats: &'a [(i64, f64)], start: i64, end: i64, labels: &'a Labels) -> Step<'a> {
+        Step {
+            floats,
+            hists: &[],
+            range_start: start,
+            range_end: end,
+            range_ms: end - start,
+            ts: end,
+            labels,
+            pos: Pos::default(),
+            params: &[],
+        }
+    }
+
+    #[test]
+    fn rate_extrapolates_to_window_edges() {
+        // Samples every 60s over a 5m window, counter increasing by 60/min.
+        let floats: Vec<(i64, f64)> = (1..=5).map(|i| (i * 60_000, i as f64 * 60.0)).collect();
+        let l = Labels::default();
+        let s = step(&floats, 0, 300_000, &l);
+        let mut a = Annotations::default();
+        let (v, _) = extrapolated_rate(&s, &mut a, true, true).unwrap();
+        // 240 over 240s sampled; extrapolated to zero at t=0 → 300 over 300s.
+        assert!((v - 1.0).abs() < 1e-12, "{v}");
+        let (inc, _) = extrapolated_rate(&s, &mut a, true, false).unwrap();
+        assert!((inc - 300.0).abs() < 1e-9, "{inc}");
+    }
+
+    #[test]
+    fn rate_handles_counter_resets() {
+        let floats = vec![
+            (60_000, 10.0),
+            (120_000, 20.0),
+            (180_000, 5.0),
+            (240_000, 15.0),
+        ];
+        let l = Labels::default();
+        let s = step(&floats, 60_000, 240_000, &l);
+        let mut a = Annotations::default();
+        let (inc, _) = extrapolated_rate(&s, &mut a, true, false).unwrap();
+        // Raw increase 5 plus 20 for the reset; samples touch both window
+        // edges, so nothing is extrapolated.
+        assert!((inc - 25.0).abs() < 1e-9, "{inc}");
+    }
+
+    #[test]
+    fn regression_slope() {
+        let samples = vec![(0, 1.0), (1000, 3.0), (2000, 5.0)];
+        let (slope, intercept) = linear_regression(&samples, 0);
+        assert!((slope - 2.0).abs() < 1e-12);
+        assert!((intercept - 1.0).abs() < 1e-12);
+    }
+}
