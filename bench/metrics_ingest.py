@@ -6,9 +6,11 @@ builds miru in release mode, then for each system in turn (order rotated per
 round) starts it on 127.0.0.1 in its own temp dir, feeds it the same
 deterministic workload with `miru loadgen metrics` (remote write 1.0), and
 measures, from /proc, server CPU seconds per million samples, samples/s
-accepted, RSS per active series; then flushes/compacts the way each system
-persists data and measures bytes per sample at rest. Writes the table to
-docs/benchmarks.md (section between the BEGIN/END markers).
+accepted, RSS per active series; then runs a fixed dashboard + alert PromQL
+suite (instant and range, several repetitions: latency median and p90, and
+each result compared with Prometheus'); then flushes/compacts the way each
+system persists data and measures bytes per sample at rest. Writes the tables
+to docs/benchmarks.md (sections between the BEGIN/END markers).
 Loopback only; every run is bounded by --max-duration.
 """
 import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request, datetime
@@ -147,6 +149,83 @@ class Prometheus(Peer):
     def version(self): return version(["prometheus", "--version"])
 
 
+# Dashboard and alert queries over the loadgen workload (node_exporter,
+# kube-state-metrics and HTTP-service shapes).
+QUERY_SUITE = [
+    'sum by (mode) (rate(node_cpu_seconds_total[5m]))',
+    '100 * (1 - avg by (instance) (rate(node_cpu_seconds_total{mode="idle"}[5m])))',
+    'sum by (job) (rate(http_requests_total[5m]))',
+    'sum by (job) (rate(http_requests_total{code=~"5.."}[5m])) / sum by (job) (rate(http_requests_total[5m]))',
+    'histogram_quantile(0.99, sum by (job, le) (rate(http_request_duration_seconds_bucket[5m])))',
+    'topk(10, sum by (instance) (rate(http_requests_total[5m])))',
+    'sum by (namespace) (increase(kube_pod_container_status_restarts_total[1h]))',
+    'count by (phase) (kube_pod_status_phase == 1)',
+    '1 - node_filesystem_avail_bytes / node_filesystem_size_bytes > 0.8',
+    'predict_linear(node_filesystem_avail_bytes[1h], 4 * 3600) < 0',
+    'absent(up{job="node"})',
+    'max_over_time(sum by (job) (rate(http_requests_total[1m]))[30m:1m])',
+]
+
+
+def base_url(peer):
+    return f"http://127.0.0.1:{peer.port}"
+
+
+def query_suite(peer, end_s, reps):
+    """Runs each query instant (at end_s) and range (last hour, step 60s) `reps`
+    times; returns {(kind, query): (latencies_s, normalised_result)}."""
+    out = {}
+    for q in QUERY_SUITE:
+        for kind, path, params in [
+            ("instant", "/api/v1/query", {"query": q, "time": end_s}),
+            ("range", "/api/v1/query_range", {"query": q, "start": end_s - 3600, "end": end_s, "step": 60}),
+        ]:
+            lat, result = [], None
+            for _ in range(reps):
+                data = urllib.parse.urlencode(params).encode()
+                req = urllib.request.Request(f"{base_url(peer)}{path}", data=data, method="POST",
+                                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+                t = time.perf_counter()
+                try:
+                    with urllib.request.urlopen(req, timeout=120) as r:
+                        body = json.loads(r.read())
+                except urllib.error.HTTPError as e:
+                    body = {"status": "error", "error": e.read().decode(errors="replace")[:300]}
+                lat.append(time.perf_counter() - t)
+                result = normalise(body)
+            out[(kind, q)] = (lat, result)
+    return out
+
+
+def normalise(body):
+    if body.get("status") != "success":
+        return ("error", body.get("error", ""))
+    data = body["data"]
+    if data["resultType"] == "scalar":
+        return ("scalar", [((), [(data["result"][0], float(data["result"][1]))])])
+    series = []
+    for s in data["result"]:
+        pts = s.get("values") or [s["value"]]
+        series.append((tuple(sorted(s["metric"].items())), [(p[0], float(p[1])) for p in pts]))
+    series.sort()
+    return (data["resultType"], series)
+
+
+def same_result(a, b):
+    if a[0] != b[0] or a[0] == "error":
+        return False
+    if len(a[1]) != len(b[1]):
+        return False
+    for (la, pa), (lb, pb) in zip(a[1], b[1]):
+        if la != lb or len(pa) != len(pb):
+            return False
+        for (ta, va), (tb, vb) in zip(pa, pb):
+            if ta != tb: return False
+            if va != vb and not (va != va and vb != vb) and abs(va - vb) > 1e-9 * max(abs(va), abs(vb), 1e-9):
+                return False
+    return True
+
+
 def series_count(peer):
     """Series visible through the series API over the last 3 hours (-1 if the query fails)."""
     now = time.time()
@@ -178,6 +257,8 @@ def run_one(cls, args):
         time.sleep(10)
         steady = rss_bytes(p.proc.pid)
         n = series_count(p)
+        end_s = int(time.time()) // 60 * 60 - 60
+        queries = query_suite(p, end_s, args.query_reps) if args.query_reps > 0 else {}
         size, method = p.persist()
         acc = summary["accepted_samples"]
         return {
@@ -186,7 +267,7 @@ def run_one(cls, args):
             "cpu_s_per_M": (cpu1 - cpu0) / (acc / 1e6) if acc else float("nan"),
             "peak_rss": peak, "steady_rss": steady, "rss_per_series": steady / args.series,
             "series_seen": n, "bytes_at_rest": size, "bytes_per_sample": size / acc if acc else float("nan"),
-            "persist_method": method,
+            "persist_method": method, "queries": queries,
         }
     finally:
         p.stop()
@@ -215,6 +296,7 @@ def main():
     ap.add_argument("--systems", default="miru,VictoriaMetrics,Prometheus")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--query-reps", type=int, default=5, help="repetitions of each suite query (0 skips the query phase)")
     args = ap.parse_args()
     ensure_peers()
     subprocess.run(["cargo", "build", "--release", "-p", "miru"], cwd=ROOT, check=True)
@@ -225,12 +307,17 @@ def main():
         for c in order:
             print(f"round {r + 1}: {c.name} ...", file=sys.stderr, flush=True)
             res = run_one(c, args)
-            print(json.dumps(res), file=sys.stderr, flush=True)
+            print(json.dumps({k: v for k, v in res.items() if k != "queries"}), file=sys.stderr, flush=True)
             results[c.name].append(res)
     table = render(results, args)
     print(table)
+    qtable = render_queries(results, args)
+    if qtable:
+        print(qtable)
     if not args.no_write:
         write_section(args.out, table)
+        if qtable:
+            write_section(args.out, qtable, "metrics-query")
 
 
 def med(rs, k):
@@ -270,8 +357,63 @@ def render(results, args):
     return "\n".join(lines)
 
 
-def write_section(path, table):
-    begin, end = "<!-- BEGIN metrics-ingest -->", "<!-- END metrics-ingest -->"
+def render_queries(results, args):
+    """Latency per system over the suite (median and p90 of all runs of all
+    queries, instant and range apart), and result equality with Prometheus."""
+    if not any(rs and rs[0]["queries"] for rs in results.values()):
+        return None
+    cmd = "python3 bench/metrics_ingest.py " + " ".join(sys.argv[1:])
+    lines = [
+        f"Same run as above (`{cmd}`), after ingestion, before flushing: {len(QUERY_SUITE)} dashboard and alert queries "
+        f"(listed in `bench/metrics_ingest.py`, `QUERY_SUITE`), each as an instant query at the end of the data and as a "
+        f"range query over the last hour at a 60 s step, {args.query_reps} times in a row, one at a time, over HTTP POST.",
+        "",
+        "Known gap: each system is fed in turn with timestamps relative to its own start, so results can only be "
+        "equal where they do not depend on sample times; the equality column is a lower bound until the load "
+        "generator takes an absolute start time.",
+        "",
+        "| system | instant median | instant p90 | range median | range p90 | suite total (median per query, summed) | results equal to Prometheus |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    prom = results.get("Prometheus") or []
+    per_system = {}
+    for name, rs in results.items():
+        if not rs or not rs[0]["queries"]: continue
+        qs = rs[0]["queries"]
+        inst = sorted(x for (k, _), (lat, _) in qs.items() if k == "instant" for x in lat)
+        rng = sorted(x for (k, _), (lat, _) in qs.items() if k == "range" for x in lat)
+        total = sum(statistics.median(lat) for lat, _ in qs.values())
+        pct = lambda xs, p: xs[min(len(xs) - 1, int(p * len(xs)))] if xs else float("nan")
+        if prom and prom[0]["queries"]:
+            pq = prom[0]["queries"]
+            equal = sum(1 for key, (_, res) in qs.items() if key in pq and same_result(res, pq[key][1]))
+            eq = f"{equal}/{len(qs)}"
+        else:
+            eq = "n/a"
+        errors = [f"{k} `{q}`: {res[1][:120]}" for (k, q), (_, res) in qs.items() if res[0] == "error"]
+        per_system[name] = (statistics.median(inst), statistics.median(rng), total, errors)
+        lines.append(f"| {name} | {statistics.median(inst) * 1000:.1f} ms | {pct(inst, 0.9) * 1000:.1f} ms | "
+                     f"{statistics.median(rng) * 1000:.1f} ms | {pct(rng, 0.9) * 1000:.1f} ms | {total * 1000:.0f} ms | {eq} |")
+    if "miru" in per_system:
+        m = per_system["miru"]
+        lines += ["", "Ratios, miru ÷ peer (lower is better):", ""]
+        for name, v in per_system.items():
+            if name == "miru": continue
+            lines.append(f"- vs {name}: instant median ×{m[0] / v[0]:.2f}, range median ×{m[1] / v[1]:.2f}, suite total ×{m[2] / v[2]:.2f}")
+    for name, v in per_system.items():
+        for e in v[3]:
+            lines.append(f"- {name} error: {e}")
+    if prom and "miru" in results and results["miru"] and prom[0]["queries"]:
+        pq = prom[0]["queries"]
+        diffs = [f"{k} `{q}`" for (k, q), (_, res) in results["miru"][0]["queries"].items()
+                 if (k, q) in pq and not same_result(res, pq[(k, q)][1])]
+        if diffs:
+            lines += ["", "miru results that differ from Prometheus': " + "; ".join(diffs)]
+    return "\n".join(lines)
+
+
+def write_section(path, table, name="metrics-ingest"):
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
     text = open(path).read() if os.path.exists(path) else "# Benchmarks\n\n"
     block = f"{begin}\n{table}\n{end}"
     if begin in text and end in text:
