@@ -29,7 +29,9 @@ impl Annotations {
     }
 }
 
-/// Go's `%g` for the numbers that appear in annotation texts.
+/// Go's `%g` (and `%v`) of a float64: the shortest digits that round-trip,
+/// in exponent form when the decimal exponent is below -4 or at least 6
+/// (`1e+06`, `1.5e-05`), plainly otherwise.
 pub(crate) fn fmt_g(v: f64) -> String {
     if v.is_nan() {
         return "NaN".into();
@@ -41,20 +43,35 @@ pub(crate) fn fmt_g(v: f64) -> String {
             "-Inf".into()
         };
     }
-    let exp = if v == 0.0 {
-        0
-    } else {
-        v.abs().log10().floor() as i32
-    };
-    if !(-4..21).contains(&exp) {
-        let s = format!("{v:e}");
-        // Rust prints `1e21`, Go `1e+21`.
-        match s.split_once('e') {
-            Some((m, e)) if !e.starts_with('-') => format!("{m}e+{e:0>2}"),
-            Some((m, e)) => format!("{m}e-{:0>2}", &e[1..]),
-            None => s,
-        }
-    } else {
+    let e = format!("{v:e}");
+    let (mantissa, exp) = e.split_once('e').unwrap_or((e.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..6).contains(&exp) {
         format!("{v}")
+    } else {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.unsigned_abs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fmt_g;
+
+    #[test]
+    fn formats_like_go() {
+        for (v, s) in [
+            (0.0, "0"),
+            (-0.5, "-0.5"),
+            (123456.0, "123456"),
+            (1e6, "1e+06"),
+            (1234567.0, "1.234567e+06"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1.5e-300, "1.5e-300"),
+            (f64::NEG_INFINITY, "-Inf"),
+        ] {
+            assert_eq!(fmt_g(v), s, "{v}");
+        }
     }
 }

@@ -36,6 +36,39 @@ pub(crate) fn scale(h: &FloatHistogram, f: f64) -> FloatHistogram {
     out
 }
 
+/// `histogram * factor` as Prometheus' `FloatHistogram.Mul`: a negative
+/// factor makes the result a gauge histogram.
+pub(crate) fn mul(h: &FloatHistogram, factor: f64) -> FloatHistogram {
+    let mut out = scale(h, factor);
+    if factor < 0.0 {
+        out.counter_reset_hint = CounterResetHint::Gauge;
+    }
+    out
+}
+
+/// `histogram / divisor` as Prometheus' `FloatHistogram.Div`: division by
+/// zero removes all buckets (count, sum and zero bucket become ±Inf or
+/// NaN); a negative divisor makes the result a gauge histogram.
+pub(crate) fn div(h: &FloatHistogram, divisor: f64) -> FloatHistogram {
+    let mut out = h.clone();
+    out.count /= divisor;
+    out.sum /= divisor;
+    out.zero_count /= divisor;
+    if divisor == 0.0 {
+        out.positive_spans.clear();
+        out.positive_buckets.clear();
+        out.negative_spans.clear();
+        out.negative_buckets.clear();
+        return out;
+    }
+    out.positive_buckets.iter_mut().for_each(|b| *b /= divisor);
+    out.negative_buckets.iter_mut().for_each(|b| *b /= divisor);
+    if divisor < 0.0 {
+        out.counter_reset_hint = CounterResetHint::Gauge;
+    }
+    out
+}
+
 fn to_map(spans: &[BucketSpan], buckets: &[f64]) -> BTreeMap<i32, f64> {
     let mut m = BTreeMap::new();
     let mut idx: i32 = 0;
@@ -516,17 +549,27 @@ pub(crate) fn buckets(h: &FloatHistogram) -> Vec<Bucket> {
 /// Prometheus' test-expression form, used as a label value by
 /// `count_values` over histograms.
 pub(crate) fn to_string(h: &FloatHistogram) -> String {
-    let mut s = format!("{{count:{}, sum:{}", h.count, h.sum);
+    use crate::annotations::fmt_g;
+    let mut s = format!("{{count:{}, sum:{}", fmt_g(h.count), fmt_g(h.sum));
     for b in buckets(h) {
         if b.count == 0.0 {
             continue;
         }
-        let (l, r) = if b.lower_inclusive {
+        // Negative buckets are `[lower,upper)`, the zero bucket is
+        // `[-t,t]`, positive and custom buckets are `(lower,upper]`.
+        let (l, r) = if !b.lower_inclusive {
+            ('(', ']')
+        } else if b.upper == -b.lower {
             ('[', ']')
         } else {
-            ('(', ']')
+            ('[', ')')
         };
-        s.push_str(&format!(", {l}{},{}{r}:{}", b.lower, b.upper, b.count));
+        s.push_str(&format!(
+            ", {l}{},{}{r}:{}",
+            fmt_g(b.lower),
+            fmt_g(b.upper),
+            fmt_g(b.count)
+        ));
     }
     s.push('}');
     s

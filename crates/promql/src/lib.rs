@@ -19,6 +19,11 @@ pub mod promqltest;
 mod source;
 mod value;
 
+/// Hash maps of the evaluator: labels and signatures hash a lot, and
+/// SipHash is slow for them.
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
 pub use error::QueryError;
 pub use eval::{Engine, EngineOptions, QueryContext};
 pub use memory::MemorySource;

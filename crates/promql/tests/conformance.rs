@@ -66,7 +66,10 @@ struct FileStats {
 
 struct Failure {
     extended: bool,
+    /// Shortened, for grouping in the report.
     cause: String,
+    /// The whole message, for `MIRU_CONFORMANCE_VERBOSE`.
+    detail: String,
     at: String,
 }
 
@@ -167,6 +170,7 @@ fn run_file(path: &Path, stats: &mut FileStats, failures: &mut Vec<Failure>) {
             failures.push(Failure {
                 extended: EXTENDED_FILES.contains(&name.as_str()),
                 cause: short(&format!("script parse error: {e}")),
+                detail: format!("script parse error: {e}"),
                 at: name.clone(),
             });
             return;
@@ -214,6 +218,7 @@ fn run_file(path: &Path, stats: &mut FileStats, failures: &mut Vec<Failure>) {
                     Err(cause) => failures.push(Failure {
                         extended,
                         cause: short(&cause),
+                        detail: cause,
                         at: format!("{name}:{}", e.line),
                     }),
                 }
@@ -357,7 +362,7 @@ fn promql_conformance() {
                 "{}{}: {}",
                 if f.extended { "[ext] " } else { "" },
                 f.at,
-                f.cause
+                f.detail
             );
         }
     }

@@ -1,6 +1,6 @@
 //! Aggregation operators (`sum`, `avg`, ..., `topk`, `count_values`).
 
-use std::collections::HashMap;
+use crate::HashMap;
 use std::sync::Arc;
 
 use miru_model::{FloatHistogram, Labels, METRIC_NAME};
@@ -163,7 +163,7 @@ fn aggregate(
     p: &Params,
     input: Vec<Vector>,
 ) -> Result<Val, QueryError> {
-    let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut index: HashMap<Vec<u8>, usize> = HashMap::default();
     let mut groups: Vec<Group> = Vec::new();
     let mut out = Vec::with_capacity(input.len());
     for (step, vec) in input.into_iter().enumerate() {
@@ -527,7 +527,7 @@ fn aggregate_k(
         )));
     }
     // Prometheus caps k by the number of input series over all steps.
-    let mut distinct: std::collections::HashSet<&Labels> = std::collections::HashSet::new();
+    let mut distinct: crate::HashSet<&Labels> = crate::HashSet::default();
     for v in &input {
         for s in v {
             distinct.insert(&s.labels);
@@ -542,7 +542,7 @@ fn aggregate_k(
         &top_less
     };
     let mut out = Vec::with_capacity(n);
-    let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut index: HashMap<Vec<u8>, usize> = HashMap::default();
     let mut ngroups = 0usize;
     for (step, vec) in input.iter().enumerate() {
         ev.check()?;
@@ -648,7 +648,7 @@ fn count_values(ev: &mut Evaluator<'_>, a: &Agg, g: Grid) -> Result<Val, QueryEr
     let input = ev.eval_vector(&a.expr, g)?;
     let mut out = Vec::with_capacity(input.len());
     for vec in input {
-        let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut index: HashMap<Vec<u8>, usize> = HashMap::default();
         let mut res: Vec<Sample> = Vec::new();
         for s in vec {
             let mut lb = super::builder_from(&s.labels);

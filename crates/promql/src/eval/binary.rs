@@ -1,7 +1,7 @@
 //! Binary operators: arithmetic, comparisons (with and without `bool`),
 //! set operators, and vector matching (`on`/`ignoring`, `group_left/right`).
 
-use std::collections::{HashMap, HashSet};
+use crate::{HashMap, HashSet};
 use std::sync::Arc;
 
 use miru_model::{FloatHistogram, Labels, LabelsBuilder, METRIC_NAME};
@@ -147,12 +147,12 @@ fn vector_elem_binop(
             BinOp::And | BinOp::Or | BinOp::Unless => (None, None),
         },
         (None, Some(h)) => match op {
-            BinOp::Mul => histo(hist::compact(&hist::scale(h, lf))),
+            BinOp::Mul => histo(hist::compact(&hist::mul(h, lf))),
             _ => incompatible("float", "histogram"),
         },
         (Some(h), None) => match op {
-            BinOp::Mul => histo(hist::compact(&hist::scale(h, rf))),
-            BinOp::Div => histo(hist::compact(&hist::scale(h, 1.0 / rf))),
+            BinOp::Mul => histo(hist::compact(&hist::mul(h, rf))),
+            BinOp::Div => histo(hist::compact(&hist::div(h, rf))),
             _ => incompatible("histogram", "float"),
         },
         (Some(a), Some(b)) => match op {
@@ -419,13 +419,13 @@ fn vector_binop(
     // One-to-many is many-to-one with the sides swapped.
     let swapped = m.card == Card::OneToMany;
     let (lhs, rhs) = if swapped { (rhs, lhs) } else { (lhs, rhs) };
-    let (fill_for_right, fill_for_left) = if swapped {
-        (m.fill_lhs, m.fill_rhs)
-    } else {
-        (m.fill_rhs, m.fill_lhs)
-    };
+    // Prometheus does not swap the fill values with the sides: with
+    // `group_right`, `fill_right` stands in for a missing "one" (left)
+    // sample and `fill_left` for a missing "many" (right) one.
+    let (fill_for_right, fill_for_left) = (m.fill_rhs, m.fill_lhs);
 
-    let mut right: HashMap<Vec<u8>, usize> = HashMap::with_capacity(rhs.len());
+    let mut right: HashMap<Vec<u8>, usize> =
+        HashMap::with_capacity_and_hasher(rhs.len(), Default::default());
     for (i, rs) in rhs.iter().enumerate() {
         let sig = signature(&rs.labels, m);
         if let Some(&j) = right.get(&sig) {

@@ -10,8 +10,6 @@ mod select;
 
 pub(crate) use select::window;
 
-use std::collections::HashMap;
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -21,6 +19,7 @@ use miru_model::{CounterResetHint, FloatHistogram, Label, Labels};
 use crate::annotations::Annotations;
 use crate::plan::{Node, ValueType, plan};
 use crate::value::{InstantSample, PointValue, QueryResult, RangeSeries, Value};
+use crate::{HashMap, HashSet};
 use crate::{QueryError, SeriesSource};
 
 /// Prometheus refuses range queries with more points per series than this.
@@ -375,7 +374,7 @@ impl<'a> Evaluator<'a> {
                         for s in v.iter_mut() {
                             s.f = -s.f;
                             if let Some(h) = &s.h {
-                                s.h = Some(Arc::new(crate::histogram::scale(h, -1.0)));
+                                s.h = Some(Arc::new(crate::histogram::mul(h, -1.0)));
                             }
                             s.drop_name = true;
                         }
@@ -422,7 +421,7 @@ pub(crate) fn check_step_duplicates(steps: &[Vector], g: Grid) -> Result<(), Que
     if g.is_instant() {
         return Ok(());
     }
-    let mut seen: HashSet<&Labels> = HashSet::new();
+    let mut seen: HashSet<&Labels> = HashSet::default();
     for v in steps {
         if v.len() < 2 {
             continue;
@@ -469,7 +468,7 @@ pub(crate) fn drop_metric_name(l: &Labels) -> Labels {
 
 fn finish_vector(vec: Vector, t: i64) -> Result<Vec<InstantSample>, QueryError> {
     let mut out = Vec::with_capacity(vec.len());
-    let mut seen = HashSet::with_capacity(vec.len());
+    let mut seen = HashSet::with_capacity_and_hasher(vec.len(), Default::default());
     for s in vec {
         let labels = if s.drop_name {
             drop_metric_name(&s.labels)
@@ -492,7 +491,7 @@ fn finish_vector(vec: Vector, t: i64) -> Result<Vec<InstantSample>, QueryError> 
 }
 
 fn finish_matrix(series: Vec<MSeries>) -> Result<Vec<RangeSeries>, QueryError> {
-    let mut by_labels: HashMap<Labels, RangeSeries> = HashMap::new();
+    let mut by_labels: HashMap<Labels, RangeSeries> = HashMap::default();
     for s in series {
         let labels = if s.drop_name {
             drop_metric_name(&s.labels)
@@ -529,21 +528,31 @@ fn finish_matrix(series: Vec<MSeries>) -> Result<Vec<RangeSeries>, QueryError> {
 }
 
 fn assemble_range(steps: Vec<Vector>, g: Grid) -> Result<Vec<RangeSeries>, QueryError> {
-    let mut by_labels: HashMap<Labels, RangeSeries> = HashMap::new();
+    // Keyed by the labels as evaluated: a series keeps its label allocation
+    // from step to step, so hashing and comparing stay cheap, and the name
+    // is dropped once per series rather than once per point. Series whose
+    // labels become equal after that are merged below.
+    let mut by_input: HashMap<(Labels, bool), usize> = HashMap::default();
+    let mut parts: Vec<RangeSeries> = Vec::new();
     for (i, v) in steps.into_iter().enumerate() {
         let t = g.ts(i);
         for s in v {
-            let labels = if s.drop_name {
-                drop_metric_name(&s.labels)
-            } else {
-                s.labels
-            };
-            let e = by_labels
-                .entry(labels.clone())
-                .or_insert_with(|| RangeSeries {
-                    labels,
-                    ..Default::default()
-                });
+            let next = parts.len();
+            let idx =
+                *by_input
+                    .entry((s.labels, s.drop_name))
+                    .or_insert_with_key(|(labels, drop)| {
+                        parts.push(RangeSeries {
+                            labels: if *drop {
+                                drop_metric_name(labels)
+                            } else {
+                                labels.clone()
+                            },
+                            ..Default::default()
+                        });
+                        next
+                    });
+            let e = &mut parts[idx];
             let last_t = e
                 .floats
                 .last()
@@ -560,8 +569,29 @@ fn assemble_range(steps: Vec<Vector>, g: Grid) -> Result<Vec<RangeSeries>, Query
             }
         }
     }
-    let mut out: Vec<RangeSeries> = by_labels.into_values().collect();
-    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    parts.sort_by(|a, b| a.labels.cmp(&b.labels));
+    let mut out: Vec<RangeSeries> = Vec::with_capacity(parts.len());
+    for p in parts {
+        match out.last_mut() {
+            Some(last) if last.labels == p.labels => {
+                last.floats.extend(p.floats);
+                last.histograms.extend(p.histograms);
+                last.floats.sort_by_key(|x| x.0);
+                last.histograms.sort_by_key(|x| x.0);
+                let mut ts: Vec<i64> = last
+                    .floats
+                    .iter()
+                    .map(|x| x.0)
+                    .chain(last.histograms.iter().map(|x| x.0))
+                    .collect();
+                ts.sort_unstable();
+                if ts.windows(2).any(|w| w[0] == w[1]) {
+                    return Err(duplicate_labelset());
+                }
+            }
+            _ => out.push(p),
+        }
+    }
     Ok(out)
 }
 
@@ -580,7 +610,7 @@ pub(crate) fn steps_to_series(val: Val, g: Grid) -> Vec<MSeries> {
             drop_name: false,
         }],
         Val::Vector(steps) => {
-            let mut index: HashMap<Labels, usize> = HashMap::new();
+            let mut index: HashMap<Labels, usize> = HashMap::default();
             let mut out: Vec<MSeries> = Vec::new();
             for (i, v) in steps.into_iter().enumerate() {
                 let t = g.ts(i);

@@ -1,7 +1,7 @@
 //! `histogram_quantile`, `histogram_fraction` and the native-histogram
 //! accessors (`histogram_count`, `_sum`, `_avg`, `_stddev`, `_stdvar`).
 
-use std::collections::HashMap;
+use crate::HashMap;
 
 use miru_model::{FloatHistogram, Labels};
 
@@ -34,28 +34,25 @@ pub(super) fn eval(ev: &mut Evaluator<'_>, c: &Call, g: Grid) -> Result<Val, Que
                     out.push(Vec::new());
                     continue;
                 }
-                out.push(per_histogram(&mut ev.annos, vec, vpos, g.ts(i), |a, h, name| {
-                    native_quantile(q, h, name, vpos, a)
-                }, |a, labels, buckets, ts| {
-                    let (v, forced, min_b, max_b, max_diff) = bucket_quantile(q, buckets);
-                    if forced {
-                        let _ = ts;
-                        a.info(
-                            format!(
-                                "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}, from buckets {} to {}, with a max diff of {}",
-                                metric_name(labels),
-                                fmt_g(min_b),
-                                fmt_g(max_b),
-                                fmt_g((max_diff * 100.0).round() / 100.0)
-                            ),
-                            vpos,
-                        );
-                    }
-                    v
-                }));
+                out.push(per_histogram(
+                    &mut ev.annos,
+                    vec,
+                    vpos,
+                    g.ts(i),
+                    |a, h, name| native_quantile(q, h, name, vpos, a),
+                    |a, labels, buckets, ts| {
+                        let (v, forced, min_b, max_b, max_diff) = bucket_quantile(q, buckets);
+                        if forced {
+                            let _ = ts;
+                            a.info(forced_monotonicity(labels, min_b, max_b, max_diff), vpos);
+                        }
+                        v
+                    },
+                ));
             }
             Ok(Val::Vector(out))
         }
+        "histogram_quantiles" => histogram_quantiles(ev, c, g),
         "histogram_fraction" => {
             let lo = ev.eval_scalar(&c.args[0], g)?;
             let hi = ev.eval_scalar(&c.args[1], g)?;
@@ -112,6 +109,86 @@ pub(super) fn eval(ev: &mut Evaluator<'_>, c: &Call, g: Grid) -> Result<Val, Que
     }
 }
 
+/// `histogram_quantiles(v, "label", q0, q1, ...)` (experimental): one
+/// `histogram_quantile` per φ, each result labelled `label="<φ>"`.
+fn histogram_quantiles(ev: &mut Evaluator<'_>, c: &Call, g: Grid) -> Result<Val, QueryError> {
+    let v = ev.eval_vector(&c.args[0], g)?;
+    let label = match c.args.get(1).map(|n| n.unwrapped()) {
+        Some(crate::plan::Node::Str(s)) => s.clone(),
+        _ => {
+            return Err(QueryError::exec(
+                "expected a string as argument 2 of histogram_quantiles()",
+            ));
+        }
+    };
+    let mut qs = Vec::with_capacity(c.args.len().saturating_sub(2));
+    for (i, a) in c.args.iter().enumerate().skip(2) {
+        let pos = c.arg_pos.get(i).copied().unwrap_or(c.pos);
+        qs.push((ev.eval_scalar(a, g)?, pos));
+    }
+    let vpos = c.arg_pos.first().copied().unwrap_or(c.pos);
+    let mut out = Vec::with_capacity(v.len());
+    for (i, vec) in v.into_iter().enumerate() {
+        let mut step = Vec::new();
+        for (q, qpos) in &qs {
+            let q = q.get(i).copied().unwrap_or(f64::NAN);
+            if q.is_nan() || !(0.0..=1.0).contains(&q) {
+                ev.annos.warn(
+                    format!("quantile value should be between 0 and 1, got {}", fmt_g(q)),
+                    *qpos,
+                );
+            }
+            if vec.is_empty() {
+                continue;
+            }
+            let value = openmetrics_float(q);
+            let samples = per_histogram(
+                &mut ev.annos,
+                vec.clone(),
+                vpos,
+                g.ts(i),
+                |a, h, name| native_quantile(q, h, name, vpos, a),
+                |a, labels, buckets, _| {
+                    let (v, forced, min_b, max_b, max_diff) = bucket_quantile(q, buckets);
+                    if forced {
+                        a.info(forced_monotonicity(labels, min_b, max_b, max_diff), vpos);
+                    }
+                    v
+                },
+            );
+            step.extend(samples.into_iter().map(|mut s| {
+                let mut lb = crate::eval::builder_from(&s.labels);
+                lb.set(label.as_str(), value.as_str());
+                s.labels = lb.build();
+                s
+            }));
+        }
+        out.push(step);
+    }
+    Ok(Val::Vector(out))
+}
+
+fn forced_monotonicity(labels: &Labels, min_b: f64, max_b: f64, max_diff: f64) -> String {
+    format!(
+        "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}, from buckets {} to {}, with a max diff of {}",
+        metric_name(labels),
+        fmt_g(min_b),
+        fmt_g(max_b),
+        fmt_g((max_diff * 100.0).round() / 100.0)
+    )
+}
+
+/// Go's `strconv.FormatFloat(f, 'g', -1, 64)` with `.0` appended when the
+/// result has neither `.` nor `e` (Prometheus' `FormatOpenMetricsFloat`).
+pub(crate) fn openmetrics_float(f: f64) -> String {
+    let s = fmt_g(f);
+    if s.contains(['.', 'e', 'N', 'I']) {
+        s
+    } else {
+        format!("{s}.0")
+    }
+}
+
 fn variance(h: &FloatHistogram) -> f64 {
     let mean = h.sum / h.count;
     let (mut var, mut c) = (0.0, 0.0);
@@ -147,7 +224,7 @@ fn per_histogram(
     mut native: impl FnMut(&mut Annotations, &FloatHistogram, &str) -> f64,
     mut classic: impl FnMut(&mut Annotations, &Labels, &mut Vec<(f64, f64)>, i64) -> f64,
 ) -> Vector {
-    let mut groups: HashMap<Labels, ClassicGroup> = HashMap::new();
+    let mut groups: HashMap<Labels, ClassicGroup> = HashMap::default();
     let mut order: Vec<Labels> = Vec::new();
     let mut natives: Vec<Sample> = Vec::new();
     for s in vec {
@@ -634,6 +711,24 @@ mod tests {
         let (_, forced, min_b, max_b, diff) = bucket_quantile(0.5, &mut b);
         assert!(forced);
         assert_eq!((min_b, max_b, diff), (2.0, 2.0, 2.0));
+    }
+
+    #[test]
+    fn quantile_labels_use_go_float_format() {
+        for (f, s) in [
+            (0.0, "0.0"),
+            (1.0, "1.0"),
+            (0.25, "0.25"),
+            (123456.0, "123456.0"),
+            (1e6, "1e+06"),
+            (1.5e-5, "1.5e-05"),
+            (0.0001, "0.0001"),
+            (-2.0, "-2.0"),
+            (f64::NAN, "NaN"),
+            (f64::NEG_INFINITY, "-Inf"),
+        ] {
+            assert_eq!(openmetrics_float(f), s, "{f}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod range;
 
 pub(crate) use histograms::almost_equal;
 
-use std::collections::HashSet;
+use crate::HashSet;
 
 use miru_model::{Labels, LabelsBuilder, METRIC_NAME, MatchOp};
 
@@ -101,6 +101,12 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call, g: Grid) -> Result<Val
     let val = match c.name {
         "time" => Val::Scalar((0..n).map(|i| g.ts(i) as f64 / 1000.0).collect()),
         "pi" => Val::Scalar(vec![std::f64::consts::PI; n]),
+        "min_of" | "max_of" => {
+            let a = ev.eval_scalar(&c.args[0], g)?;
+            let b = ev.eval_scalar(&c.args[1], g)?;
+            let f = if c.name == "min_of" { go_min } else { go_max };
+            Val::Scalar(a.into_iter().zip(b).map(|(a, b)| f(a, b)).collect())
+        }
         "vector" => {
             let s = ev.eval_scalar(&c.args[0], g)?;
             Val::Vector(
@@ -287,19 +293,33 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call, g: Grid) -> Result<Val
     Ok(val)
 }
 
-/// Go's `math.Max`/`math.Min`: NaN wins.
+/// Go's `math.Max`: +Inf wins over NaN, NaN over numbers, +0 over -0.
 fn go_max(a: f64, b: f64) -> f64 {
-    if a.is_nan() || b.is_nan() {
+    if a == f64::INFINITY || b == f64::INFINITY {
+        f64::INFINITY
+    } else if a.is_nan() || b.is_nan() {
         f64::NAN
+    } else if a == 0.0 && b == 0.0 {
+        if a.is_sign_negative() { b } else { a }
+    } else if a > b {
+        a
     } else {
-        a.max(b)
+        b
     }
 }
+
+/// Go's `math.Min`: -Inf wins over NaN, NaN over numbers, -0 over +0.
 fn go_min(a: f64, b: f64) -> f64 {
-    if a.is_nan() || b.is_nan() {
+    if a == f64::NEG_INFINITY || b == f64::NEG_INFINITY {
+        f64::NEG_INFINITY
+    } else if a.is_nan() || b.is_nan() {
         f64::NAN
+    } else if a == 0.0 && b == 0.0 {
+        if a.is_sign_negative() { a } else { b }
+    } else if a < b {
+        a
     } else {
-        a.min(b)
+        b
     }
 }
 
@@ -408,7 +428,7 @@ pub(crate) fn absent_labels(arg: &Node) -> Labels {
         return Labels::default();
     };
     let mut lb = LabelsBuilder::default();
-    let mut has: HashSet<&str> = HashSet::new();
+    let mut has: HashSet<&str> = HashSet::default();
     for m in ms {
         if m.name == METRIC_NAME {
             continue;
@@ -437,7 +457,7 @@ fn expand(caps: &regex::Captures<'_>, template: &str) -> String {
 
 fn relabel_finish(steps: Vec<Vector>) -> Result<Vec<Vector>, QueryError> {
     for v in &steps {
-        let mut seen = HashSet::with_capacity(v.len());
+        let mut seen = HashSet::with_capacity_and_hasher(v.len(), Default::default());
         for s in v {
             if !seen.insert(&s.labels) {
                 return Err(duplicate_labelset());
@@ -622,6 +642,18 @@ mod tests {
         assert_eq!(date_part("hour", t), 12.0);
         assert_eq!(date_part("minute", t), 34.0);
         assert_eq!(date_part("year", -1), 1969.0);
+    }
+
+    #[test]
+    fn go_min_max_special_cases() {
+        assert_eq!(go_max(f64::NAN, f64::INFINITY), f64::INFINITY);
+        assert_eq!(go_min(f64::NEG_INFINITY, f64::NAN), f64::NEG_INFINITY);
+        assert!(go_max(f64::NAN, 3.0).is_nan());
+        assert!(go_min(3.0, f64::NAN).is_nan());
+        assert!(go_max(-0.0, 0.0).is_sign_positive());
+        assert!(go_min(0.0, -0.0).is_sign_negative());
+        assert_eq!(go_min(-2.0, -5.0), -5.0);
+        assert_eq!(go_max(-2.0, -5.0), -2.0);
     }
 
     #[test]

@@ -62,6 +62,31 @@ fn histograms_match(exp: &FloatHistogram, act: &FloatHistogram, hint_set: bool) 
         && (!hint_set || e.counter_reset_hint == a.counter_reset_hint)
 }
 
+/// A compact form of a histogram for failure messages.
+fn brief(h: &FloatHistogram) -> String {
+    let c = compact_histogram(h);
+    format!(
+        "{{schema:{} count:{} sum:{} z:{}@{} +{:?}{:?} -{:?}{:?} cv:{:?} hint:{:?}}}",
+        c.schema,
+        c.count,
+        c.sum,
+        c.zero_count,
+        c.zero_threshold,
+        c.positive_spans
+            .iter()
+            .map(|s| (s.offset, s.length))
+            .collect::<Vec<_>>(),
+        c.positive_buckets,
+        c.negative_spans
+            .iter()
+            .map(|s| (s.offset, s.length))
+            .collect::<Vec<_>>(),
+        c.negative_buckets,
+        c.custom_values,
+        c.counter_reset_hint
+    )
+}
+
 fn fmt_value(v: &crate::PointValue) -> String {
     match v {
         crate::PointValue::Float(f) => format!("{f}"),
@@ -82,7 +107,11 @@ fn compare_point(exp: &SeqValue, act: &crate::PointValue, what: &str) -> Result<
             if histograms_match(h, a, *hint_set) {
                 Ok(())
             } else {
-                Err(format!("histogram mismatch for {what}: got {a:?}"))
+                Err(format!(
+                    "histogram mismatch for {what}: expected {} but got {}",
+                    brief(h),
+                    brief(a)
+                ))
             }
         }
         (SeqValue::Histogram { .. }, a) => Err(format!(
@@ -152,7 +181,12 @@ fn compare_matrix(
         }
         for ((et, eh, hs), (at, ah)) in eh.iter().zip(&s.histograms) {
             if et != at || !histograms_match(eh, ah, *hs) {
-                return Err(format!("histogram mismatch at t={at} for {}", s.labels));
+                return Err(format!(
+                    "histogram mismatch at t={at} for {}: expected {} but got {}",
+                    s.labels,
+                    brief(eh),
+                    brief(ah)
+                ));
             }
         }
     }
