@@ -164,6 +164,12 @@ fn aggregate(
     input: Vec<Vector>,
 ) -> Result<Val, QueryError> {
     let mut index: HashMap<Vec<u8>, usize> = HashMap::default();
+    // Group of an input series by the address of its label allocation,
+    // which most series keep from step to step (kept alive here, so the
+    // address cannot be reused). Bounded, for inputs with new labels at
+    // every step.
+    let mut by_ptr: HashMap<usize, (Labels, usize)> = HashMap::default();
+    let by_ptr_cap = input.first().map_or(0, Vec::len) * 2 + 1024;
     let mut groups: Vec<Group> = Vec::new();
     let mut out = Vec::with_capacity(input.len());
     for (step, vec) in input.into_iter().enumerate() {
@@ -174,16 +180,26 @@ fn aggregate(
         let q = p.values.get(step).copied().unwrap_or(f64::NAN);
         let mut order: Vec<usize> = Vec::new();
         for s in vec {
-            let key = group_key(&s.labels, &a.grouping, a.without);
-            let gi = match index.get(&key) {
-                Some(&i) => i,
+            let ptr = s.labels.as_slice().as_ptr() as usize;
+            let gi = match by_ptr.get(&ptr) {
+                Some(&(_, i)) => i,
                 None => {
-                    groups.push(Group {
-                        labels: group_labels(&s.labels, &a.grouping, a.without),
-                        ..Default::default()
-                    });
-                    index.insert(key, groups.len() - 1);
-                    groups.len() - 1
+                    let key = group_key(&s.labels, &a.grouping, a.without);
+                    let gi = match index.get(&key) {
+                        Some(&i) => i,
+                        None => {
+                            groups.push(Group {
+                                labels: group_labels(&s.labels, &a.grouping, a.without),
+                                ..Default::default()
+                            });
+                            index.insert(key, groups.len() - 1);
+                            groups.len() - 1
+                        }
+                    };
+                    if by_ptr.len() < by_ptr_cap {
+                        by_ptr.insert(ptr, (s.labels.clone(), gi));
+                    }
+                    gi
                 }
             };
             let gr = &mut groups[gi];

@@ -43,11 +43,12 @@ pub(crate) fn eval_binary(ev: &mut Evaluator<'_>, b: &Binary, g: Grid) -> Result
             let l = ev.eval_vector(&b.lhs, g)?;
             let r = ev.eval_vector(&b.rhs, g)?;
             let mut out = Vec::with_capacity(l.len());
+            let mut cache = LabelCache::default();
             for (lv, rv) in l.into_iter().zip(r) {
                 ev.check()?;
                 let v = match b.op {
                     BinOp::And | BinOp::Or | BinOp::Unless => set_op(b.op, &b.matching, lv, rv),
-                    _ => vector_binop(ev, b, lv, rv)?,
+                    _ => vector_binop(ev, b, lv, rv, &mut cache)?,
                 };
                 out.push(v);
             }
@@ -366,6 +367,29 @@ fn match_labels(l: &Labels, m: &Matching) -> Labels {
     )
 }
 
+/// Result labels of matched pairs across the steps of one binary
+/// operation, by the addresses of the operands' label allocations (kept
+/// alive here, so the addresses cannot be reused): a series pair gets its
+/// labels built once, and the result keeps one allocation from step to step.
+#[derive(Default)]
+struct LabelCache {
+    by_ptr: HashMap<(usize, usize), (Labels, Labels, Labels)>,
+}
+
+impl LabelCache {
+    fn get(&mut self, ls: &Labels, rs: &Labels, b: &Binary) -> Labels {
+        let key = (
+            ls.as_slice().as_ptr() as usize,
+            rs.as_slice().as_ptr() as usize,
+        );
+        self.by_ptr
+            .entry(key)
+            .or_insert_with(|| (ls.clone(), rs.clone(), result_labels(ls, rs, b)))
+            .2
+            .clone()
+    }
+}
+
 fn result_labels(ls: &Labels, rs: &Labels, b: &Binary) -> Labels {
     let m = &b.matching;
     let mut lb = super::builder_from(ls);
@@ -409,6 +433,7 @@ fn vector_binop(
     b: &Binary,
     lhs: Vector,
     rhs: Vector,
+    cache: &mut LabelCache,
 ) -> Result<Vector, QueryError> {
     let m = &b.matching;
     if (lhs.is_empty() && rhs.is_empty())
@@ -451,12 +476,15 @@ fn vector_binop(
     let mut matched = Matched::default();
     let mut out = Vec::new();
 
-    let do_op = |ev: &mut Evaluator<'_>,
-                 matched: &mut Matched,
-                 ls: &Sample,
-                 rs: &Sample,
-                 sig: Vec<u8>,
-                 out: &mut Vector|
+    // `cache` is only for pairs of real samples: a fill-in sample has new
+    // labels at every step.
+    let mut do_op = |ev: &mut Evaluator<'_>,
+                     matched: &mut Matched,
+                     ls: &Sample,
+                     rs: &Sample,
+                     sig: Vec<u8>,
+                     out: &mut Vector,
+                     cached: bool|
      -> Result<(), QueryError> {
         let (mut fl, mut fr, mut hl, mut hr) = (ls.f, rs.f, ls.h.as_ref(), rs.h.as_ref());
         if swapped {
@@ -466,7 +494,11 @@ fn vector_binop(
         let (r, n) = vector_elem_binop(b.op, fl, fr, hl, hr);
         note(ev, n, b);
         let Some(mut r) = r else { return Ok(()) };
-        let labels = result_labels(&ls.labels, &rs.labels, b);
+        let labels = if cached {
+            cache.get(&ls.labels, &rs.labels, b)
+        } else {
+            result_labels(&ls.labels, &rs.labels, b)
+        };
         if m.card == Card::OneToOne {
             if !matched.one.insert(sig) {
                 return Err(QueryError::exec(
@@ -496,7 +528,7 @@ fn vector_binop(
     for ls in &lhs {
         let sig = signature(&ls.labels, m);
         match right.get(&sig) {
-            Some(&j) => do_op(ev, &mut matched, ls, &rhs[j], sig, &mut out)?,
+            Some(&j) => do_op(ev, &mut matched, ls, &rhs[j], sig, &mut out, true)?,
             None => {
                 if let Some(fill) = fill_for_right {
                     let rs = Sample {
@@ -505,7 +537,7 @@ fn vector_binop(
                         h: None,
                         drop_name: false,
                     };
-                    do_op(ev, &mut matched, ls, &rs, sig, &mut out)?;
+                    do_op(ev, &mut matched, ls, &rs, sig, &mut out, false)?;
                 }
             }
         }
@@ -527,7 +559,7 @@ fn vector_binop(
                 h: None,
                 drop_name: false,
             };
-            do_op(ev, &mut matched, &ls, rs, sig, &mut out)?;
+            do_op(ev, &mut matched, &ls, rs, sig, &mut out, false)?;
         }
     }
     Ok(out)

@@ -528,30 +528,39 @@ fn finish_matrix(series: Vec<MSeries>) -> Result<Vec<RangeSeries>, QueryError> {
 }
 
 fn assemble_range(steps: Vec<Vector>, g: Grid) -> Result<Vec<RangeSeries>, QueryError> {
-    // Keyed by the labels as evaluated: a series keeps its label allocation
-    // from step to step, so hashing and comparing stay cheap, and the name
-    // is dropped once per series rather than once per point. Series whose
-    // labels become equal after that are merged below.
-    let mut by_input: HashMap<(Labels, bool), usize> = HashMap::default();
+    // Most series keep their label allocation from step to step, so points
+    // are first looked up by the address of that allocation (the first one
+    // seen for a series is kept alive in `by_ptr`, so its address cannot be
+    // reused), and only then by the label contents; the name is dropped
+    // once per series. Series whose labels become equal once the name is
+    // dropped are merged below.
+    let mut by_ptr: HashMap<(usize, bool), (Labels, usize)> = HashMap::default();
+    let mut by_content: HashMap<(Labels, bool), usize> = HashMap::default();
     let mut parts: Vec<RangeSeries> = Vec::new();
     for (i, v) in steps.into_iter().enumerate() {
         let t = g.ts(i);
         for s in v {
-            let next = parts.len();
-            let idx =
-                *by_input
-                    .entry((s.labels, s.drop_name))
-                    .or_insert_with_key(|(labels, drop)| {
+            let key = (s.labels.as_slice().as_ptr() as usize, s.drop_name);
+            let idx = match by_ptr.get(&key) {
+                Some(&(_, idx)) => idx,
+                None => match by_content.get(&(s.labels.clone(), s.drop_name)) {
+                    Some(&idx) => idx,
+                    None => {
+                        let idx = parts.len();
                         parts.push(RangeSeries {
-                            labels: if *drop {
-                                drop_metric_name(labels)
+                            labels: if s.drop_name {
+                                drop_metric_name(&s.labels)
                             } else {
-                                labels.clone()
+                                s.labels.clone()
                             },
                             ..Default::default()
                         });
-                        next
-                    });
+                        by_content.insert((s.labels.clone(), s.drop_name), idx);
+                        by_ptr.insert(key, (s.labels, idx));
+                        idx
+                    }
+                },
+            };
             let e = &mut parts[idx];
             let last_t = e
                 .floats
@@ -761,6 +770,40 @@ mod tests {
         assert!(!testable("time() - timestamp(up_total)"));
         assert!(!testable("sum(hour(up_total))"));
         assert!(!testable("sum(up_total"));
+    }
+
+    #[test]
+    fn range_results_merge_series_equal_after_name_drop() {
+        let mut src = MemorySource::new();
+        let a = Labels::from_pairs([("__name__", "a"), ("x", "1")]);
+        let b = Labels::from_pairs([("__name__", "b"), ("x", "1")]);
+        for i in 0..5 {
+            src.add_float(&a, i * 60_000, 1.0);
+            src.add_float(&b, (i + 10) * 60_000, 2.0);
+        }
+        let e = Engine::default();
+        let ctx = QueryContext::default();
+        // `a` is visible until 8m, `b` from 10m: one series, no collision.
+        let r = e
+            .range(&src, "{x=\"1\"} * 1", 0, 900_000, 60_000, &ctx)
+            .unwrap();
+        match r.value {
+            Value::Matrix(m) => {
+                assert_eq!(m.len(), 1);
+                assert_eq!(m[0].labels, Labels::from_pairs([("x", "1")]));
+                let ts: Vec<i64> = m[0].floats.iter().map(|p| p.0 / 60_000).collect();
+                assert_eq!(ts, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15]);
+                assert_eq!(m[0].floats[9].1, 2.0);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // Both visible at 10m to 13m: the same label set twice at one step.
+        let mut src2 = src.clone();
+        src2.add_float(&a, 600_000, 1.0);
+        let err = e
+            .range(&src2, "{x=\"1\"} * 1", 0, 900_000, 60_000, &ctx)
+            .unwrap_err();
+        assert_eq!(err, duplicate_labelset());
     }
 
     #[test]

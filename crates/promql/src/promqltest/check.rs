@@ -2,6 +2,8 @@
 
 use miru_model::FloatHistogram;
 
+use crate::annotations::fmt_g;
+
 use super::{EvalCmd, EvalKind, Expect, SeqValue, SeriesLine, almost_equal, compact_histogram};
 
 const EPSILON: f64 = 1e-6;
@@ -68,10 +70,10 @@ fn brief(h: &FloatHistogram) -> String {
     format!(
         "{{schema:{} count:{} sum:{} z:{}@{} +{:?}{:?} -{:?}{:?} cv:{:?} hint:{:?}}}",
         c.schema,
-        c.count,
-        c.sum,
-        c.zero_count,
-        c.zero_threshold,
+        fmt_g(c.count),
+        fmt_g(c.sum),
+        fmt_g(c.zero_count),
+        fmt_g(c.zero_threshold),
         c.positive_spans
             .iter()
             .map(|s| (s.offset, s.length))
