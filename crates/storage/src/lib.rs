@@ -172,6 +172,33 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The head series a replayed sample belongs to, or `None` when its
+/// tenant-day is already in a part written after this segment (counted as
+/// skipped) or its series record is missing.
+fn replay_target(
+    flushed: &HashMap<(TenantId, i64), u64>,
+    ids: &HashMap<(TenantId, u32), u32>,
+    tenant: &TenantId,
+    seg: u64,
+    wal_id: u32,
+    timestamp_ms: i64,
+    stats: &mut RecoveryStats,
+) -> Option<u32> {
+    let day = part::PartName::day_of(timestamp_ms);
+    if flushed
+        .get(&(tenant.clone(), day))
+        .is_some_and(|&f| f >= seg)
+    {
+        stats.samples_skipped += 1;
+        return None;
+    }
+    let id = ids.get(&(tenant.clone(), wal_id)).copied();
+    if id.is_some() {
+        stats.samples_replayed += 1;
+    }
+    id
+}
+
 impl Storage {
     /// Opens storage: lists parts, replays the WAL, starts a new segment.
     pub async fn open(
@@ -217,17 +244,17 @@ impl Storage {
                             .entry(tenant.clone())
                             .or_insert_with(|| TenantHead::new(tenant.clone()));
                         for (wal_id, s) in samples {
-                            let day = part::PartName::day_of(s.timestamp_ms);
-                            if flushed
-                                .get(&(tenant.clone(), day))
-                                .is_some_and(|&f| f >= seg)
-                            {
-                                stats.samples_skipped += 1;
-                                continue;
-                            }
-                            if let Some(&id) = ids.get(&(tenant.clone(), wal_id)) {
+                            let id = replay_target(
+                                &flushed,
+                                &ids,
+                                &tenant,
+                                seg,
+                                wal_id,
+                                s.timestamp_ms,
+                                &mut stats,
+                            );
+                            if let Some(id) = id {
                                 h.replay_sample(id, s);
-                                stats.samples_replayed += 1;
                             }
                         }
                     }
@@ -236,17 +263,17 @@ impl Storage {
                             .entry(tenant.clone())
                             .or_insert_with(|| TenantHead::new(tenant.clone()));
                         for (wal_id, s) in histograms {
-                            let day = part::PartName::day_of(s.timestamp_ms);
-                            if flushed
-                                .get(&(tenant.clone(), day))
-                                .is_some_and(|&f| f >= seg)
-                            {
-                                stats.samples_skipped += 1;
-                                continue;
-                            }
-                            if let Some(&id) = ids.get(&(tenant.clone(), wal_id)) {
+                            let id = replay_target(
+                                &flushed,
+                                &ids,
+                                &tenant,
+                                seg,
+                                wal_id,
+                                s.timestamp_ms,
+                                &mut stats,
+                            );
+                            if let Some(id) = id {
                                 h.replay_histogram(id, s);
-                                stats.samples_replayed += 1;
                             }
                         }
                     }

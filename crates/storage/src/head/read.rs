@@ -77,26 +77,23 @@ impl TenantHead {
             }
         }
         for id in self.select_ids(matchers) {
-            let floats = self.active.get(&id).map(|v| {
-                v.iter()
-                    .filter(|s| in_range(s.timestamp_ms))
-                    .copied()
-                    .collect::<Vec<_>>()
-            });
-            let hists = self.active_histograms.get(&id).map(|v| {
-                v.iter()
-                    .filter(|s| in_range(s.timestamp_ms))
-                    .cloned()
-                    .collect::<Vec<_>>()
-            });
-            let floats = floats.unwrap_or_default();
-            let hists = hists.unwrap_or_default();
-            if floats.is_empty() && hists.is_empty() {
+            let floats = self.active.get(&id).map_or(&[][..], Vec::as_slice);
+            let hists = self
+                .active_histograms
+                .get(&id)
+                .map_or(&[][..], Vec::as_slice);
+            // Straight into the output: no per-series temporary on the query path.
+            let mut fit = floats
+                .iter()
+                .filter(|s| in_range(s.timestamp_ms))
+                .peekable();
+            let mut hit = hists.iter().filter(|s| in_range(s.timestamp_ms)).peekable();
+            if fit.peek().is_none() && hit.peek().is_none() {
                 continue;
             }
             let dst = out.entry(self.series[&id].labels.clone()).or_default();
-            dst.0.extend(floats);
-            dst.1.extend(hists);
+            dst.0.extend(fit);
+            dst.1.extend(hit.cloned());
         }
     }
 
