@@ -259,14 +259,18 @@ pub fn parse_error_position(query: &str) -> (usize, usize) {
         "", ")", "))", ")))", "]", "])", "}", "\"}", "1", "x", "x)", "x))", "1)", "1))", "x]",
         "5m]", "5m])", "x}", "=\"\"}", "(x)", "x)[5m:]",
     ];
-    // Bounded work: at most this many candidate parses.
+    // Bounded work: at most this many candidate parses, and this many bytes
+    // parsed in all (long queries get fewer tries, not quadratic time).
     let mut budget = 600usize;
+    let mut budget_bytes = 256usize << 10;
     for k in (0..=toks.len()).rev() {
-        if budget < COMPLETIONS.len() {
+        let end = if k == 0 { 0 } else { toks[k - 1].end };
+        let cost = COMPLETIONS.len() * (end + 8);
+        if budget < COMPLETIONS.len() || budget_bytes < cost {
             break;
         }
         budget -= COMPLETIONS.len();
-        let end = if k == 0 { 0 } else { toks[k - 1].end };
+        budget_bytes -= cost;
         let prefix = &query[..end];
         for c in COMPLETIONS {
             let cand = format!("{prefix} {c}");

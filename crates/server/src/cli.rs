@@ -209,6 +209,13 @@ pub struct Flags {
         global = true
     )]
     pub query_max_concurrent_per_tenant: Option<usize>,
+    /// Longest query text accepted, in bytes (0 = no limit).
+    #[arg(
+        long = "query.max-expression-bytes",
+        env = "MIRU_QUERY_MAX_EXPRESSION_BYTES",
+        global = true
+    )]
+    pub query_max_expression_bytes: Option<usize>,
     /// How often the runtime file is re-read, e.g. 10s.
     #[arg(long = "runtime-config.reload-period", env = "MIRU_RUNTIME_CONFIG_PERIOD", value_parser = dur, global = true)]
     pub runtime_config_period: Option<Duration>,
@@ -259,6 +266,7 @@ impl Flags {
         set!(self.query_max_memory_bytes => c.query.max_memory_bytes);
         set!(self.query_max_concurrent => c.query.max_concurrent);
         set!(self.query_max_concurrent_per_tenant => c.query.max_concurrent_per_tenant);
+        set!(self.query_max_expression_bytes => c.query.max_expression_bytes);
         self.apply_object_store(&mut c);
         Ok(c)
     }

@@ -120,6 +120,8 @@ pub struct QuerySection {
     pub max_concurrent: usize,
     /// Queries one tenant may have evaluating at once; 0 = no limit.
     pub max_concurrent_per_tenant: usize,
+    /// Longest query text accepted, in bytes; 0 = no limit.
+    pub max_expression_bytes: usize,
 }
 
 impl Default for QuerySection {
@@ -132,6 +134,7 @@ impl Default for QuerySection {
             max_memory_bytes: 256 << 20,
             max_concurrent: 16,
             max_concurrent_per_tenant: 8,
+            max_expression_bytes: 128 << 10,
         }
     }
 }

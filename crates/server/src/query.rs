@@ -6,7 +6,7 @@
 //! storage by blocking on its async scan API there.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,16 +14,13 @@ use miru_model::{LabelsBuilder, Matcher, TenantId};
 use miru_promql::{
     Engine, EngineOptions, QueryContext, QueryError, QueryResult, Series, SeriesSource,
 };
-use miru_storage::Storage;
+use miru_storage::{ScanBudget, ScanLimit, Storage, StorageError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::QuerySection;
 
 /// The label Mimir adds to series of a federated (`a|b`) query.
 pub const TENANT_LABEL: &str = "__tenant_id__";
-
-/// Rough in-memory cost of one histogram sample besides its buckets.
-const HISTOGRAM_BASE_BYTES: u64 = 160;
 
 /// What a query asks for.
 #[derive(Debug, Clone)]
@@ -90,7 +87,7 @@ impl QueryService {
             storage: storage.clone(),
             tenants: tenants.to_vec(),
             rt: tokio::runtime::Handle::current(),
-            budget: Budget::new(&self.cfg),
+            budget: ScanBudget::new(self.cfg.max_series as u64, self.cfg.max_memory_bytes),
         };
         let query = query.to_string();
         tokio::task::spawn_blocking(move || match kind {
@@ -163,53 +160,6 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// What one query has loaded so far, against its limits.
-struct Budget {
-    max_series: u64,
-    max_bytes: u64,
-    series: AtomicU64,
-    bytes: AtomicU64,
-}
-
-impl Budget {
-    fn new(cfg: &QuerySection) -> Self {
-        Budget {
-            max_series: cfg.max_series as u64,
-            max_bytes: cfg.max_memory_bytes,
-            series: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-        }
-    }
-
-    fn charge(&self, s: &Series) -> Result<(), QueryError> {
-        let series = self.series.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.max_series > 0 && series > self.max_series {
-            return Err(QueryError::Execution(format!(
-                "the query would load more than {} series (query.max_series={}); narrow the selectors or the time range",
-                self.max_series, self.max_series
-            )));
-        }
-        let hist_bytes: u64 = s
-            .histograms
-            .iter()
-            .map(|h| {
-                HISTOGRAM_BASE_BYTES
-                    + 8 * (h.histogram.positive_buckets.len() + h.histogram.negative_buckets.len())
-                        as u64
-            })
-            .sum();
-        let bytes = s.labels.byte_size() as u64 + 16 * s.floats.len() as u64 + hist_bytes;
-        let total = self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        if self.max_bytes > 0 && total > self.max_bytes {
-            return Err(QueryError::Execution(format!(
-                "the query would hold more than {} bytes of series data (query.max_memory_bytes={}); narrow the selectors or the time range",
-                self.max_bytes, self.max_bytes
-            )));
-        }
-        Ok(())
-    }
-}
-
 /// Storage as the engine sees it: one tenant, or several with
 /// `__tenant_id__` added to every series (and matchable), as Mimir's
 /// tenant federation does.
@@ -217,7 +167,21 @@ struct StorageSource {
     storage: Storage,
     tenants: Vec<TenantId>,
     rt: tokio::runtime::Handle,
-    budget: Budget,
+    /// Shared by every selector of the query.
+    budget: ScanBudget,
+}
+
+/// The engine's error for a storage failure; limits name their setting.
+fn source_error(e: StorageError) -> QueryError {
+    match e {
+        StorageError::Limit(ScanLimit::Series(n)) => QueryError::Execution(format!(
+            "the query would load more than {n} series (query.max_series={n}); narrow the selectors or the time range"
+        )),
+        StorageError::Limit(ScanLimit::Bytes(n)) => QueryError::Execution(format!(
+            "the query would hold more than {n} bytes of series data (query.max_memory_bytes={n}); narrow the selectors or the time range"
+        )),
+        e => QueryError::Source(e.to_string()),
+    }
 }
 
 impl SeriesSource for StorageSource {
@@ -237,29 +201,26 @@ impl SeriesSource for StorageSource {
             if !tenant_matchers.iter().all(|m| m.matches_value(t.as_str())) {
                 continue;
             }
-            let found = self
-                .rt
-                .block_on(self.storage.select(t, &matchers, mint_ms, maxt_ms))
-                .map_err(|e| QueryError::Source(e.to_string()))?;
-            for s in found {
-                let labels = if federated {
-                    let mut b = LabelsBuilder::with_capacity(s.labels.len() + 1);
-                    for l in s.labels.iter() {
-                        b.set(Arc::clone(&l.name), Arc::clone(&l.value));
-                    }
-                    b.set(TENANT_LABEL, t.as_str());
-                    b.build()
-                } else {
-                    s.labels
-                };
-                let series = Series {
-                    labels,
-                    floats: s.samples,
-                    histograms: s.histograms,
-                };
-                self.budget.charge(&series)?;
-                out.push(series);
-            }
+            let scan = self
+                .storage
+                .scan(t, &matchers, mint_ms, maxt_ms, &self.budget, |s| {
+                    let labels = if federated {
+                        let mut b = LabelsBuilder::with_capacity(s.labels.len() + 1);
+                        for l in s.labels.iter() {
+                            b.set(Arc::clone(&l.name), Arc::clone(&l.value));
+                        }
+                        b.set(TENANT_LABEL, t.as_str());
+                        b.build()
+                    } else {
+                        s.labels
+                    };
+                    out.push(Series {
+                        labels,
+                        floats: s.samples,
+                        histograms: s.histograms,
+                    });
+                });
+            self.rt.block_on(scan).map_err(source_error)?;
         }
         if federated {
             out.sort_by(|a, b| a.labels.cmp(&b.labels));

@@ -277,7 +277,35 @@ fn errors_use_the_prometheus_envelope() {
     assert_eq!(body["status"], "error");
     assert_eq!(body["errorType"], "bad_data");
     assert!(
-        body["error"].as_str().unwrap().contains("parse error"),
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("1:16: parse error"),
+        "{body}"
+    );
+    // The syntax-only endpoints report the position too.
+    for path in ["format_query", "parse_query", "query_exemplars"] {
+        let (st, body) = post_form(
+            &s,
+            None,
+            &format!("/api/v1/{path}"),
+            &[("query", "foo +"), ("start", "0"), ("end", &t)],
+        );
+        assert_eq!(st, 400, "{path}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("1:6: parse error"),
+            "{path}: {body}"
+        );
+    }
+    // An oversized query is refused before parsing, naming the limit.
+    let huge = format!("{}1", "1+".repeat(70_000));
+    let (st, body) = post_form(&s, None, "/api/v1/query", &[("query", &huge)]);
+    assert_eq!((st, &body["errorType"]), (400, &json!("bad_data")));
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("query.max_expression_bytes=131072"),
         "{body}"
     );
     // Many-to-many matching: execution, 422.

@@ -368,6 +368,9 @@ impl Storage {
                 c.remove(&s.name);
             }
         }
+        for src in &sources {
+            self.inner.index_cache.remove(&src.name.key());
+        }
         self.delete_later(sources.into_iter().map(|s| s.name).collect(), note);
         Ok(())
     }
@@ -435,6 +438,7 @@ impl Storage {
                         .lock()
                         .expect("BUG: catalog lock poisoned")
                         .remove(&p.name);
+                    self.inner.index_cache.remove(&p.name.key());
                     stats.parts_deleted_by_retention += 1;
                 }
             }

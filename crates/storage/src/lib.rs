@@ -12,7 +12,9 @@ mod compact;
 pub mod fuzzing;
 mod head;
 mod histogram_codec;
+mod index_cache;
 pub mod part;
+mod postings;
 mod scan;
 mod store;
 mod wal;
@@ -27,7 +29,7 @@ use object_store::ObjectStore;
 
 pub use catalog::PartEntry;
 pub use compact::CompactionStats;
-pub use scan::SeriesSamples;
+pub use scan::{ScanBudget, ScanLimit, SeriesSamples};
 pub use store::{ObjectStoreConfig, build_object_store};
 
 use head::{HeadLimits, TenantHead};
@@ -55,6 +57,8 @@ pub struct StorageConfig {
     /// they replace are deleted next (object_store's local store does not
     /// fsync). `None` for remote stores, which are durable on success.
     pub local_store_root: Option<PathBuf>,
+    /// Bytes of decoded part indexes kept between queries.
+    pub index_cache_bytes: usize,
 }
 
 impl StorageConfig {
@@ -69,6 +73,7 @@ impl StorageConfig {
             compaction_fan_in: 4,
             compaction_day_settle: Duration::from_secs(3600),
             local_store_root: None,
+            index_cache_bytes: 256 << 20,
         }
     }
 }
@@ -94,6 +99,9 @@ pub enum StorageError {
     Store(#[from] object_store::Error),
     #[error("storage is shutting down")]
     ShuttingDown,
+    /// A scan ran out of its budget (see [`ScanBudget`]).
+    #[error("scan limit reached: {0:?}")]
+    Limit(ScanLimit),
 }
 
 impl StorageError {
@@ -101,6 +109,7 @@ impl StorageError {
         match self {
             StorageError::ShuttingDown => ErrorKind::Unavailable,
             StorageError::Store(_) => ErrorKind::Unavailable,
+            StorageError::Limit(_) => ErrorKind::Limited,
             _ => ErrorKind::Internal,
         }
     }
@@ -154,6 +163,7 @@ pub(crate) struct Inner {
     segment: RwLock<u64>,
     heads: RwLock<HashMap<TenantId, Arc<Mutex<TenantHead>>>>,
     catalog: Mutex<catalog::Catalog>,
+    index_cache: index_cache::IndexCache,
     observer: Arc<dyn Observer>,
     /// Serialises cuts, part writes and compactions.
     maintenance: tokio::sync::Mutex<()>,
@@ -310,6 +320,7 @@ impl Storage {
             .max(flushed.values().copied().max())
             .map_or(1, |s| s + 1);
         let wal = wal::Wal::start(&cfg.wal_dir, first_seg, Arc::clone(&observer))?;
+        let index_cache = index_cache::IndexCache::new(cfg.index_cache_bytes);
         let storage = Storage {
             inner: Arc::new(Inner {
                 cfg,
@@ -323,6 +334,7 @@ impl Storage {
                         .collect(),
                 ),
                 catalog: Mutex::new(catalog),
+                index_cache,
                 observer,
                 maintenance: tokio::sync::Mutex::new(()),
             }),

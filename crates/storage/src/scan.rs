@@ -1,13 +1,23 @@
 //! The scan API: series and samples for matchers and a time range, merged
 //! across parts (oldest first), frozen head generations and the active head.
 //! Later writes win when timestamps collide, and the result is deduplicated.
+//!
+//! A scan streams: series are produced one at a time in label order, each
+//! decoded from its part blocks only when its turn comes, and charged to a
+//! [`ScanBudget`] as it is produced, so a query that would hold too much
+//! stops at its limit instead of after loading everything. Matchers go
+//! through the postings of the head and of each part's (cached) index.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use miru_model::{Exemplar, HistogramSample, Labels, Matcher, MetricMetadata, Sample, TenantId};
+use miru_model::{
+    Exemplar, HistogramSample, Labels, Matcher, MetricMetadata, Sample, TenantId, matches_all,
+};
 
-use crate::head::sort_dedup;
-use crate::part::{ChunkSamples, PartReader};
+use crate::head::{Frozen, Timestamped, sort_dedup};
+use crate::part::{ChunkSamples, PartIndex, PartReader, decode_kind};
 use crate::{Storage, StorageError};
 
 /// One series and its samples, sorted by time without duplicates.
@@ -19,8 +29,233 @@ pub struct SeriesSamples {
     pub histograms: Vec<HistogramSample>,
 }
 
-/// Samples gathered per series from parts and heads before sorting.
-pub(crate) type Merged = BTreeMap<Labels, (Vec<Sample>, Vec<HistogramSample>)>;
+/// Rough in-memory cost of one histogram sample besides its buckets.
+const HISTOGRAM_BASE_BYTES: u64 = 160;
+
+/// Bytes a query holds for these samples (what budgets count).
+pub(crate) fn samples_bytes(floats: &[Sample], hists: &[HistogramSample]) -> u64 {
+    16 * floats.len() as u64
+        + hists
+            .iter()
+            .map(|h| {
+                HISTOGRAM_BASE_BYTES
+                    + 8 * (h.histogram.positive_buckets.len() + h.histogram.negative_buckets.len())
+                        as u64
+            })
+            .sum::<u64>()
+}
+
+/// Which bound a scan hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanLimit {
+    /// More series than allowed.
+    Series(u64),
+    /// More bytes of labels and samples than allowed.
+    Bytes(u64),
+}
+
+/// Series and bytes one query may hold, shared by all the scans of the
+/// query (one per selector). Zero means no bound.
+#[derive(Debug, Default)]
+pub struct ScanBudget {
+    max_series: u64,
+    max_bytes: u64,
+    series: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl ScanBudget {
+    pub fn new(max_series: u64, max_bytes: u64) -> Self {
+        ScanBudget {
+            max_series,
+            max_bytes,
+            ..ScanBudget::default()
+        }
+    }
+
+    pub fn unlimited() -> Self {
+        ScanBudget::default()
+    }
+
+    /// Bytes charged so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn charge_series(&self) -> Result<(), StorageError> {
+        let n = self.series.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.max_series > 0 && n > self.max_series {
+            return Err(StorageError::Limit(ScanLimit::Series(self.max_series)));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn charge_bytes(&self, n: u64) -> Result<(), StorageError> {
+        let total = self.bytes.fetch_add(n, Ordering::Relaxed) + n;
+        if self.max_bytes > 0 && total > self.max_bytes {
+            return Err(StorageError::Limit(ScanLimit::Bytes(self.max_bytes)));
+        }
+        Ok(())
+    }
+}
+
+/// One ordered source of series during a scan. Every cursor yields
+/// ascending labels; the scan merges them.
+enum Cursor {
+    Part {
+        reader: PartReader,
+        index: Arc<PartIndex>,
+        positions: Vec<usize>,
+        at: usize,
+        /// The last decompressed block: a part's series are stored in
+        /// label order, so consecutive series mostly share it.
+        block: Option<(u32, Vec<u8>)>,
+    },
+    FrozenFloats {
+        frozen: Arc<Frozen>,
+        positions: Vec<usize>,
+        at: usize,
+    },
+    FrozenHistograms {
+        frozen: Arc<Frozen>,
+        positions: Vec<usize>,
+        at: usize,
+    },
+    Active {
+        series: std::vec::IntoIter<(Labels, Vec<Sample>, Vec<HistogramSample>)>,
+        next: Option<(Labels, Vec<Sample>, Vec<HistogramSample>)>,
+    },
+}
+
+impl Cursor {
+    fn peek(&self) -> Option<&Labels> {
+        match self {
+            Cursor::Part {
+                index,
+                positions,
+                at,
+                ..
+            } => positions.get(*at).map(|&p| &index.series[p].labels),
+            Cursor::FrozenFloats {
+                frozen,
+                positions,
+                at,
+            } => positions.get(*at).map(|&p| &frozen.series[p].0),
+            Cursor::FrozenHistograms {
+                frozen,
+                positions,
+                at,
+            } => positions.get(*at).map(|&p| &frozen.histograms[p].0),
+            Cursor::Active { next, .. } => next.as_ref().map(|n| &n.0),
+        }
+    }
+
+    /// Appends the samples of the series `labels` (the current one) to
+    /// `dst` and advances. Returns the bytes copied that still need
+    /// charging (the active head's were charged when copied).
+    async fn take(
+        &mut self,
+        storage: &Storage,
+        labels: &Labels,
+        mint: i64,
+        maxt: i64,
+        dst: &mut (Vec<Sample>, Vec<HistogramSample>),
+    ) -> Result<u64, StorageError> {
+        let in_range = |t: i64| t >= mint && t <= maxt;
+        match self {
+            Cursor::Part {
+                reader,
+                index,
+                positions,
+                at,
+                block,
+            } => {
+                let (f0, h0) = (dst.0.len(), dst.1.len());
+                // A series may have a float and a histogram entry.
+                while let Some(&p) = positions.get(*at) {
+                    let s = &index.series[p];
+                    if &s.labels != labels {
+                        break;
+                    }
+                    if block.as_ref().is_none_or(|(b, _)| *b != s.block) {
+                        let raw =
+                            storage.observe("get", reader.read_block(index, s.block).await)?;
+                        *block = Some((s.block, raw));
+                    }
+                    let (_, raw) = block.as_ref().expect("BUG: block just loaded");
+                    let chunk = raw.get(s.offset as usize..).ok_or_else(|| {
+                        crate::part::PartError::Corrupt {
+                            path: reader.name.key(),
+                            what: "series offset out of range".into(),
+                        }
+                    })?;
+                    match decode_kind(s.kind, chunk, mint, maxt).map_err(|source| {
+                        crate::part::PartError::Codec {
+                            path: reader.name.key(),
+                            source,
+                        }
+                    })? {
+                        ChunkSamples::Floats(v) => dst.0.extend(v),
+                        ChunkSamples::Histograms(v) => dst.1.extend(v),
+                    }
+                    *at += 1;
+                }
+                Ok(samples_bytes(&dst.0[f0..], &dst.1[h0..]))
+            }
+            Cursor::FrozenFloats {
+                frozen,
+                positions,
+                at,
+            } => {
+                let f0 = dst.0.len();
+                let samples = &frozen.series[positions[*at]].1;
+                dst.0
+                    .extend(samples.iter().filter(|s| in_range(s.timestamp_ms)));
+                *at += 1;
+                Ok(samples_bytes(&dst.0[f0..], &[]))
+            }
+            Cursor::FrozenHistograms {
+                frozen,
+                positions,
+                at,
+            } => {
+                let h0 = dst.1.len();
+                let samples = &frozen.histograms[positions[*at]].1;
+                dst.1
+                    .extend(samples.iter().filter(|s| in_range(s.timestamp_ms)).cloned());
+                *at += 1;
+                Ok(samples_bytes(&[], &dst.1[h0..]))
+            }
+            Cursor::Active { series, next } => {
+                if let Some((_, f, h)) = next.take() {
+                    dst.0.extend(f);
+                    dst.1.extend(h);
+                }
+                *next = series.next();
+                Ok(0)
+            }
+        }
+    }
+}
+
+/// Positions in a frozen generation's label-sorted list of series that
+/// match and have samples (sorted by time) in `[mint, maxt]`.
+fn frozen_positions<T: Timestamped>(
+    list: &[(Labels, Vec<T>)],
+    matchers: &[Matcher],
+    mint: i64,
+    maxt: i64,
+) -> Vec<usize> {
+    let overlaps = |v: &[T]| {
+        let i = v.partition_point(|s| s.ts() < mint);
+        i < v.len() && v[i].ts() <= maxt
+    };
+    list.iter()
+        .enumerate()
+        .filter(|(_, (l, v))| overlaps(v) && matches_all(matchers, l))
+        .map(|(i, _)| i)
+        .collect()
+}
 
 impl Storage {
     fn parts_for(&self, tenant: &TenantId, mint: i64, maxt: i64) -> Vec<PartReader> {
@@ -36,6 +271,16 @@ impl Storage {
             .collect()
     }
 
+    /// The decoded index of a part, through the index cache.
+    async fn part_index(&self, p: &PartReader) -> Result<Arc<PartIndex>, StorageError> {
+        Ok(self.observe("get", self.inner.index_cache.get(p).await)?)
+    }
+
+    /// Bytes the part index cache holds.
+    pub fn index_cache_bytes(&self) -> usize {
+        self.inner.index_cache.bytes()
+    }
+
     /// Samples of every matching series in `[mint, maxt]` (milliseconds, inclusive).
     pub async fn select(
         &self,
@@ -44,43 +289,103 @@ impl Storage {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, StorageError> {
-        let mut merged: Merged = BTreeMap::new();
-        for p in self.parts_for(tenant, mint, maxt) {
-            let index = self.observe("get", p.read_index().await)?;
+        let mut out = Vec::new();
+        self.scan(
+            tenant,
+            matchers,
+            mint,
+            maxt,
+            &ScanBudget::unlimited(),
+            |s| out.push(s),
+        )
+        .await?;
+        Ok(out)
+    }
+
+    /// Calls `visit` with every matching series that has samples in
+    /// `[mint, maxt]`, in label order, one at a time (see the module
+    /// comment). Fails with [`StorageError::Limit`] when `budget` runs out.
+    pub async fn scan(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        budget: &ScanBudget,
+        mut visit: impl FnMut(SeriesSamples),
+    ) -> Result<(), StorageError> {
+        // Sources oldest first: on equal timestamps the last one wins.
+        let mut cursors = Vec::new();
+        for reader in self.parts_for(tenant, mint, maxt) {
+            let index = self.part_index(&reader).await?;
             let positions = index.select(matchers, mint, maxt);
-            if positions.is_empty() {
-                continue;
+            if !positions.is_empty() {
+                cursors.push(Cursor::Part {
+                    reader,
+                    index,
+                    positions,
+                    at: 0,
+                    block: None,
+                });
             }
-            for (labels, samples) in
-                self.observe("get", p.read_series(&index, &positions, mint, maxt).await)?
-            {
-                let dst = merged.entry(labels).or_default();
-                match samples {
-                    ChunkSamples::Floats(v) => dst.0.extend(v),
-                    ChunkSamples::Histograms(v) => dst.1.extend(v),
+        }
+        let head = self.read_heads().get(tenant).map(Arc::clone);
+        if let Some(h) = head {
+            let sel = h
+                .lock()
+                .expect("BUG: head lock poisoned")
+                .select_for_scan(matchers, mint, maxt, budget)?;
+            for frozen in sel.frozen {
+                let floats = frozen_positions(&frozen.series, matchers, mint, maxt);
+                let hists = frozen_positions(&frozen.histograms, matchers, mint, maxt);
+                if !floats.is_empty() {
+                    cursors.push(Cursor::FrozenFloats {
+                        frozen: Arc::clone(&frozen),
+                        positions: floats,
+                        at: 0,
+                    });
+                }
+                if !hists.is_empty() {
+                    cursors.push(Cursor::FrozenHistograms {
+                        frozen,
+                        positions: hists,
+                        at: 0,
+                    });
                 }
             }
+            let mut active = sel.active;
+            active.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let mut series = active.into_iter();
+            let next = series.next();
+            cursors.push(Cursor::Active { series, next });
         }
-        if let Some(h) = self.read_heads().get(tenant) {
-            h.lock().expect("BUG: head lock poisoned").select_samples(
-                matchers,
-                mint,
-                maxt,
-                &mut merged,
-            );
+        loop {
+            // The smallest current labels over all cursors (few cursors:
+            // a linear pass beats a heap).
+            let Some(labels) = cursors.iter().filter_map(Cursor::peek).min().cloned() else {
+                return Ok(());
+            };
+            let mut samples = (Vec::new(), Vec::new());
+            let mut bytes = 0;
+            for c in cursors.iter_mut() {
+                if c.peek() == Some(&labels) {
+                    bytes += c.take(self, &labels, mint, maxt, &mut samples).await?;
+                }
+            }
+            let (mut floats, mut hists) = samples;
+            sort_dedup(&mut floats);
+            sort_dedup(&mut hists);
+            if floats.is_empty() && hists.is_empty() {
+                continue;
+            }
+            budget.charge_series()?;
+            budget.charge_bytes(bytes + labels.byte_size() as u64)?;
+            visit(SeriesSamples {
+                labels,
+                samples: floats,
+                histograms: hists,
+            });
         }
-        Ok(merged
-            .into_iter()
-            .filter_map(|(labels, (mut samples, mut histograms))| {
-                sort_dedup(&mut samples);
-                sort_dedup(&mut histograms);
-                (!samples.is_empty() || !histograms.is_empty()).then_some(SeriesSamples {
-                    labels,
-                    samples,
-                    histograms,
-                })
-            })
-            .collect())
     }
 
     /// Label sets of matching series with data in `[mint, maxt]`, sorted.
@@ -93,7 +398,7 @@ impl Storage {
     ) -> Result<Vec<Labels>, StorageError> {
         let mut out: HashSet<Labels> = HashSet::new();
         for p in self.parts_for(tenant, mint, maxt) {
-            let index = self.observe("get", p.read_index().await)?;
+            let index = self.part_index(&p).await?;
             for pos in index.select(matchers, mint, maxt) {
                 out.insert(index.series[pos].labels.clone());
             }

@@ -253,3 +253,99 @@ async fn native_histograms_survive_wal_parts_compaction_and_restart() {
         .unwrap();
     assert_eq!(r[0].histograms.len(), 2);
 }
+
+/// A scan merges part, frozen and active data in label order, lets the
+/// newest write of a timestamp win, and stops at its budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_merges_sources_in_label_order_within_its_budget() {
+    use miru_storage::{ScanBudget, ScanLimit, StorageError};
+    let dir = tempfile::tempdir().unwrap();
+    let t = TenantId::new("t1").unwrap();
+    let base = 1_700_000_000_000;
+    let limits = AppendLimits {
+        out_of_order_window: Duration::from_secs(3600),
+        ..LIMITS
+    };
+    let s = open(dir.path()).await;
+    // cpu 0..3 in a part, 20 samples each.
+    s.append(&t, batch(3, base, 20), limits).await.unwrap();
+    s.flush().await.unwrap();
+    assert_eq!(s.parts(&t).len(), 1);
+    // Head: an older timestamp of cpu 1 rewritten, and a new series cpu 5.
+    let rewrite = WriteBatch {
+        series: vec![
+            SeriesWrite {
+                labels: Labels::from_pairs([
+                    ("__name__", "node_cpu_seconds_total".to_string()),
+                    ("cpu", "1".to_string()),
+                ]),
+                samples: vec![Sample {
+                    timestamp_ms: base + 5 * 15_000,
+                    value: -1.0,
+                }],
+                histograms: vec![],
+                exemplars: vec![],
+            },
+            SeriesWrite {
+                labels: Labels::from_pairs([
+                    ("__name__", "node_cpu_seconds_total".to_string()),
+                    ("cpu", "5".to_string()),
+                ]),
+                samples: vec![Sample {
+                    timestamp_ms: base,
+                    value: 7.0,
+                }],
+                histograms: vec![],
+                exemplars: vec![],
+            },
+        ],
+        ..Default::default()
+    };
+    let r = s.append(&t, rewrite, limits).await.unwrap();
+    assert_eq!(r.samples_accepted, 2);
+    let got = s.select(&t, &all(), i64::MIN, i64::MAX).await.unwrap();
+    let cpus: Vec<&str> = got.iter().map(|x| x.labels.get("cpu").unwrap()).collect();
+    assert_eq!(cpus, ["0", "1", "2", "5"]);
+    assert_eq!(got[1].samples.len(), 20);
+    assert_eq!(got[1].samples[5].value, -1.0, "the newer write wins");
+    // A regex on a part's label goes through its postings.
+    let sel = vec![Matcher::new("cpu", MatchOp::Regex, "1|5").unwrap()];
+    let got = s.select(&t, &sel, base, base).await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].samples.len(), 1);
+    // Budgets stop the scan.
+    let mut seen = 0;
+    let e = s
+        .scan(
+            &t,
+            &all(),
+            i64::MIN,
+            i64::MAX,
+            &ScanBudget::new(2, 0),
+            |_| seen += 1,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, StorageError::Limit(ScanLimit::Series(2))),
+        "{e}"
+    );
+    assert_eq!(seen, 2);
+    let e = s
+        .scan(
+            &t,
+            &all(),
+            i64::MIN,
+            i64::MAX,
+            &ScanBudget::new(0, 500),
+            |_| {},
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, StorageError::Limit(ScanLimit::Bytes(500))),
+        "{e}"
+    );
+    // The part's index is cached after the first scan.
+    assert!(s.index_cache_bytes() > 0);
+}

@@ -34,11 +34,32 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn query_param(req: &ReadRequest) -> Result<String, Response> {
-    match req.params.get("query") {
-        Some(q) => Ok(q.to_string()),
-        None => Err(bad("invalid parameter \"query\": query is empty")),
+/// The `query` parameter, refused when longer than
+/// `query.max_expression_bytes` (parsing and error positions cost time
+/// in proportion to it).
+fn query_param(app: &App, req: &ReadRequest) -> Result<String, Response> {
+    let Some(q) = req.params.get("query") else {
+        return Err(bad("invalid parameter \"query\": query is empty"));
+    };
+    let max = app.query.config().max_expression_bytes;
+    if max > 0 && q.len() > max {
+        return Err(bad(format!(
+            "invalid parameter \"query\": the query is {} bytes, more than the limit of {max} (query.max_expression_bytes={max})",
+            q.len()
+        )));
     }
+    Ok(q.to_string())
+}
+
+/// Parses the `query` parameter for the endpoints that only need its
+/// syntax tree; errors carry the `line:col` Prometheus prints.
+fn parse_param(query: &str) -> Result<promql_parser::parser::Expr, Response> {
+    promql_parser::parser::parse(query).map_err(|e| {
+        let (line, col) = miru_promql::parse_error_position(query);
+        bad(format!(
+            "invalid parameter \"query\": {line}:{col}: parse error: {e}"
+        ))
+    })
 }
 
 fn timeout_param(req: &ReadRequest) -> Result<Option<Duration>, Response> {
@@ -173,7 +194,7 @@ pub(super) async fn instant(
         Err(r) => return r,
     };
     let parsed = (|| {
-        let query = query_param(&req)?;
+        let query = query_param(&app, &req)?;
         let time_ms = req.params.time_ms("time", now_ms()).map_err(bad)?;
         Ok::<_, Response>((query, time_ms, timeout_param(&req)?))
     })();
@@ -205,7 +226,7 @@ pub(super) async fn range_query(
         Err(r) => return r,
     };
     let parsed = (|| {
-        let query = query_param(&req)?;
+        let query = query_param(&app, &req)?;
         let start = req
             .params
             .get("start")
@@ -295,7 +316,7 @@ pub(super) async fn exemplars(
         Ok(r) => r,
         Err(r) => return r,
     };
-    let query = match query_param(&req) {
+    let query = match query_param(&app, &req) {
         Ok(q) => q,
         Err(r) => return r,
     };
@@ -303,9 +324,9 @@ pub(super) async fn exemplars(
         Ok(r) => r,
         Err(r) => return r,
     };
-    let expr = match promql_parser::parser::parse(&query) {
+    let expr = match parse_param(&query) {
         Ok(e) => e,
-        Err(e) => return bad(format!("invalid parameter \"query\": {e}")),
+        Err(r) => return r,
     };
     let mut sel = Selectors(Vec::new(), None);
     let _ = promql_parser::util::walk_expr(&mut sel, &expr);
@@ -353,13 +374,13 @@ pub(super) async fn format_query(
         Ok(r) => r,
         Err(r) => return r,
     };
-    let query = match query_param(&req) {
+    let query = match query_param(&app, &req) {
         Ok(q) => q,
         Err(r) => return r,
     };
-    match promql_parser::parser::parse(&query) {
+    match parse_param(&query) {
         Ok(e) => success(Value::String(e.prettify())),
-        Err(e) => bad(format!("invalid parameter \"query\": {e}")),
+        Err(r) => r,
     }
 }
 
@@ -376,11 +397,11 @@ pub(super) async fn parse_query(
         Ok(r) => r,
         Err(r) => return r,
     };
-    let query = match query_param(&req) {
+    let query = match query_param(&app, &req) {
         Ok(q) => q,
         Err(r) => return r,
     };
-    match promql_parser::parser::parse(&query) {
+    match parse_param(&query) {
         Ok(e) => match serde_json::to_value(&e) {
             Ok(v) => success(v),
             Err(err) => api_error(
@@ -389,6 +410,6 @@ pub(super) async fn parse_query(
                 err.to_string(),
             ),
         },
-        Err(e) => bad(format!("invalid parameter \"query\": {e}")),
+        Err(r) => r,
     }
 }

@@ -19,6 +19,8 @@ use miru_model::{
 pub(crate) use append::{HeadLimits, RejectReason};
 pub(crate) use cut::Frozen;
 
+use crate::postings::Postings;
+
 /// Head maps hash label strings on every append; SipHash's DoS resistance
 /// is not needed for keys the tenant already owns, speed is.
 pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
@@ -49,8 +51,7 @@ pub(crate) struct TenantHead {
     symbols: HashSet<Arc<str>>,
     by_labels: HashMap<Labels, u32>,
     series: HashMap<u32, SeriesState>,
-    /// name -> value -> ascending series ids.
-    postings: HashMap<Arc<str>, HashMap<Arc<str>, Vec<u32>>>,
+    postings: Postings,
     next_id: u32,
     /// Samples appended since the last cut, by series id, in arrival order.
     active: HashMap<u32, Vec<Sample>>,
@@ -74,7 +75,7 @@ impl TenantHead {
             symbols: HashSet::default(),
             by_labels: HashMap::default(),
             series: HashMap::default(),
-            postings: HashMap::default(),
+            postings: Postings::default(),
             next_id: 1,
             active: HashMap::default(),
             active_histograms: HashMap::default(),
@@ -137,14 +138,7 @@ impl TenantHead {
         let labels = b.build();
         let id = self.next_id;
         self.next_id += 1;
-        for l in labels.iter() {
-            self.postings
-                .entry(Arc::clone(&l.name))
-                .or_default()
-                .entry(Arc::clone(&l.value))
-                .or_default()
-                .push(id);
-        }
+        self.postings.add(&labels, id);
         self.by_labels.insert(labels.clone(), id);
         self.series.insert(
             id,
@@ -189,13 +183,7 @@ impl TenantHead {
                 self.by_labels.remove(&s.labels);
             }
         }
-        for values in self.postings.values_mut() {
-            for ids in values.values_mut() {
-                ids.retain(|id| !gone.contains(id));
-            }
-            values.retain(|_, ids| !ids.is_empty());
-        }
-        self.postings.retain(|_, v| !v.is_empty());
+        self.postings.remove(&gone);
         self.exemplars.retain(|(id, _)| !gone.contains(id));
         let live: HashSet<Arc<str>> = self
             .series

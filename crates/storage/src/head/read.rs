@@ -1,39 +1,24 @@
 use std::collections::BTreeMap;
 
-use miru_model::{Exemplar, Labels, Matcher, MetricMetadata, matches_all};
+use std::sync::Arc;
 
-use super::{HashSet, TenantHead};
-use crate::scan::Merged;
+use miru_model::{Exemplar, HistogramSample, Labels, Matcher, MetricMetadata, Sample, matches_all};
+
+use super::{Frozen, HashSet, TenantHead};
+use crate::StorageError;
+use crate::scan::{ScanBudget, samples_bytes};
+
+/// The head's share of a scan (see [`TenantHead::select_for_scan`]).
+pub(crate) struct HeadSelection {
+    pub(crate) frozen: Vec<Arc<Frozen>>,
+    /// Labels and in-range samples of matching active series, unsorted.
+    pub(crate) active: Vec<(Labels, Vec<Sample>, Vec<HistogramSample>)>,
+}
 
 impl TenantHead {
-    /// Ids of series matching all matchers, using postings for matchers
-    /// that cannot match a missing label.
-    fn select_ids(&self, matchers: &[Matcher]) -> Vec<u32> {
-        let mut candidates: Option<HashSet<u32>> = None;
-        for m in matchers.iter().filter(|m| !m.matches_empty()) {
-            let mut ids = HashSet::default();
-            if let Some(values) = self.postings.get(m.name.as_str()) {
-                if m.op == miru_model::MatchOp::Equal {
-                    if let Some(list) = values.get(m.value.as_str()) {
-                        ids.extend(list.iter().copied());
-                    }
-                } else {
-                    for (v, list) in values {
-                        if m.matches_value(v) {
-                            ids.extend(list.iter().copied());
-                        }
-                    }
-                }
-            }
-            candidates = Some(match candidates {
-                None => ids,
-                Some(c) => c.intersection(&ids).copied().collect(),
-            });
-            if candidates.as_ref().is_some_and(HashSet::is_empty) {
-                return Vec::new();
-            }
-        }
-        let mut out: Vec<u32> = match candidates {
+    /// Ids of series matching all matchers, ascending.
+    pub(crate) fn select_ids(&self, matchers: &[Matcher]) -> Vec<u32> {
+        let mut out: Vec<u32> = match self.postings.candidates(matchers) {
             Some(c) => c
                 .into_iter()
                 .filter(|id| matches_all(matchers, &self.series[id].labels))
@@ -49,55 +34,55 @@ impl TenantHead {
         out
     }
 
-    /// Samples in `[mint, maxt]` of matching series, frozen generations
-    /// first, then active ones (so later writes come later), unsorted.
-    pub(crate) fn select_samples(
+    /// What a scan needs from the head, taken under its lock: the frozen
+    /// generations overlapping the range (shared, immutable) and a copy of
+    /// the in-range active samples of matching series, charged to `budget`
+    /// as they are copied so an oversized query stops early.
+    pub(crate) fn select_for_scan(
         &self,
         matchers: &[Matcher],
         mint: i64,
         maxt: i64,
-        out: &mut Merged,
-    ) {
-        let in_range = |t: i64| t >= mint && t <= maxt;
-        for f in &self.frozen {
-            if f.min_ts > maxt || f.max_ts < mint {
-                continue;
-            }
-            for (labels, samples) in &f.series {
-                if matches_all(matchers, labels) {
-                    let dst = &mut out.entry(labels.clone()).or_default().0;
-                    dst.extend(samples.iter().filter(|s| in_range(s.timestamp_ms)));
+        budget: &ScanBudget,
+    ) -> Result<HeadSelection, StorageError> {
+        let frozen = self
+            .frozen
+            .iter()
+            .filter(|f| f.min_ts <= maxt && f.max_ts >= mint)
+            .cloned()
+            .collect();
+        let mut active = Vec::new();
+        if self.active_samples > 0 && self.active_min_ts <= maxt && self.active_max_ts >= mint {
+            let in_range = |t: i64| t >= mint && t <= maxt;
+            for id in self.select_ids(matchers) {
+                let floats: Vec<Sample> = self
+                    .active
+                    .get(&id)
+                    .map_or(&[][..], Vec::as_slice)
+                    .iter()
+                    .filter(|s| in_range(s.timestamp_ms))
+                    .copied()
+                    .collect();
+                let hists: Vec<HistogramSample> = self
+                    .active_histograms
+                    .get(&id)
+                    .map_or(&[][..], Vec::as_slice)
+                    .iter()
+                    .filter(|s| in_range(s.timestamp_ms))
+                    .cloned()
+                    .collect();
+                if floats.is_empty() && hists.is_empty() {
+                    continue;
                 }
-            }
-            for (labels, samples) in &f.histograms {
-                if matches_all(matchers, labels) {
-                    let dst = &mut out.entry(labels.clone()).or_default().1;
-                    dst.extend(samples.iter().filter(|s| in_range(s.timestamp_ms)).cloned());
-                }
+                budget.charge_bytes(samples_bytes(&floats, &hists))?;
+                active.push((self.series[&id].labels.clone(), floats, hists));
             }
         }
-        for id in self.select_ids(matchers) {
-            let floats = self.active.get(&id).map_or(&[][..], Vec::as_slice);
-            let hists = self
-                .active_histograms
-                .get(&id)
-                .map_or(&[][..], Vec::as_slice);
-            // Straight into the output: no per-series temporary on the query path.
-            let mut fit = floats
-                .iter()
-                .filter(|s| in_range(s.timestamp_ms))
-                .peekable();
-            let mut hit = hists.iter().filter(|s| in_range(s.timestamp_ms)).peekable();
-            if fit.peek().is_none() && hit.peek().is_none() {
-                continue;
-            }
-            let dst = out.entry(self.series[&id].labels.clone()).or_default();
-            dst.0.extend(fit);
-            dst.1.extend(hit.cloned());
-        }
+        Ok(HeadSelection { frozen, active })
     }
 
-    /// Labels of matching series that have samples in `[mint, maxt]`.
+    /// Adds the labels of matching series that have samples in
+    /// `[mint, maxt]` to `out`.
     pub(crate) fn select_series(
         &self,
         matchers: &[Matcher],
@@ -105,9 +90,38 @@ impl TenantHead {
         maxt: i64,
         out: &mut std::collections::HashSet<Labels>,
     ) {
-        let mut tmp = BTreeMap::new();
-        self.select_samples(matchers, mint, maxt, &mut tmp);
-        out.extend(tmp.into_keys());
+        let in_range = |t: i64| t >= mint && t <= maxt;
+        for f in &self.frozen {
+            if f.min_ts > maxt || f.max_ts < mint {
+                continue;
+            }
+            for (labels, samples) in &f.series {
+                if samples.iter().any(|s| in_range(s.timestamp_ms)) && matches_all(matchers, labels)
+                {
+                    out.insert(labels.clone());
+                }
+            }
+            for (labels, samples) in &f.histograms {
+                if samples.iter().any(|s| in_range(s.timestamp_ms)) && matches_all(matchers, labels)
+                {
+                    out.insert(labels.clone());
+                }
+            }
+        }
+        for id in self.select_ids(matchers) {
+            let has_float = self
+                .active
+                .get(&id)
+                .is_some_and(|v| v.iter().any(|s| in_range(s.timestamp_ms)));
+            let has_hist = || {
+                self.active_histograms
+                    .get(&id)
+                    .is_some_and(|v| v.iter().any(|s| in_range(s.timestamp_ms)))
+            };
+            if has_float || has_hist() {
+                out.insert(self.series[&id].labels.clone());
+            }
+        }
     }
 
     pub(crate) fn select_exemplars(

@@ -6,6 +6,7 @@ use object_store::{ObjectStore, ObjectStoreExt, path::Path};
 
 use super::{ChunkKind, FOOTER_LEN, PART_MAGIC, PART_VERSION, PartError, PartName, decode_chunk};
 use crate::codec::{CodecError, Reader};
+use crate::postings::Postings;
 
 /// Largest index accepted when decompressing (guards against corrupt sizes).
 const MAX_INDEX_BYTES: u64 = 4 << 30;
@@ -16,6 +17,10 @@ pub struct PartIndex {
     pub series: Vec<IndexedSeries>,
     blocks: Vec<BlockRef>,
     pub samples: u64,
+    /// Label postings over positions in `series`, built when decoded.
+    postings: Postings,
+    /// Rough bytes the decoded index holds, for the index cache.
+    pub approx_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -199,16 +204,22 @@ pub(crate) fn decode_kind(
 }
 
 impl PartIndex {
-    /// Positions of series matching all matchers and overlapping the range.
+    /// Positions of series matching all matchers and overlapping the
+    /// range, ascending (so in label order).
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<usize> {
-        self.series
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| {
-                s.min_ts <= maxt && s.max_ts >= mint && matches_all(matchers, &s.labels)
-            })
-            .map(|(i, _)| i)
-            .collect()
+        let keep = |s: &IndexedSeries| {
+            s.min_ts <= maxt && s.max_ts >= mint && matches_all(matchers, &s.labels)
+        };
+        match self.postings.candidates(matchers) {
+            Some(ids) => ids
+                .into_iter()
+                .map(|i| i as usize)
+                .filter(|&i| keep(&self.series[i]))
+                .collect(),
+            None => (0..self.series.len())
+                .filter(|&i| keep(&self.series[i]))
+                .collect(),
+        }
     }
 }
 
@@ -284,10 +295,20 @@ fn parse_index(raw: &[u8], version: u16) -> Result<PartIndex, CodecError> {
             count,
         });
     }
+    let mut postings = Postings::default();
+    for (i, s) in series.iter().enumerate() {
+        postings.add(&s.labels, i as u32);
+    }
+    let approx_bytes = raw.len()
+        + series.len() * std::mem::size_of::<IndexedSeries>()
+        + series.iter().map(|s| s.labels.len() * 32).sum::<usize>()
+        + postings.approx_bytes();
     Ok(PartIndex {
         series,
         blocks,
         samples: 0,
+        postings,
+        approx_bytes,
     })
 }
 
