@@ -108,7 +108,8 @@ pub struct QuerySection {
     /// How far back an instant selector looks for a sample.
     #[serde(with = "serde_duration")]
     pub lookback_delta: Duration,
-    /// Samples one query may load.
+    /// Samples one query may load plus those its selectors and range
+    /// functions produce per step (bounds the engine's memory).
     pub max_samples: usize,
     /// Series one query may load; 0 = no limit.
     pub max_series: usize,

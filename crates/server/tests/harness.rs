@@ -94,6 +94,11 @@ impl Server {
         panic!("miru not ready after 60s; log:\n{}", self.log());
     }
 
+    /// The process id of the running server.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join(format!("miru-{}.log", self.starts)))
             .unwrap_or_default()

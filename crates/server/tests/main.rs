@@ -14,6 +14,7 @@ mod limits;
 mod otel_sdk;
 mod promql_api;
 mod promql_differential;
+mod query_overload;
 mod real_prometheus;
 mod remote_write;
 mod s3_store;

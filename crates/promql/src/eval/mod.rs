@@ -29,7 +29,10 @@ const MAX_POINTS_PER_SERIES: i64 = 11_000;
 pub struct EngineOptions {
     /// How far back an instant selector looks for a sample (Prometheus: 5m).
     pub lookback_delta_ms: i64,
-    /// Samples a query may load before it fails with `TooManySamples`.
+    /// Samples a query may load from storage plus those its selectors and
+    /// range functions produce per step, counted over the whole query;
+    /// more fail with `TooManySamples`. Stricter than Prometheus (which
+    /// counts what is in memory at once), and a bound on engine memory.
     pub max_samples: usize,
     /// Step of subqueries that give none (`x[1h:]`).
     pub default_eval_step_ms: i64,

@@ -94,6 +94,7 @@ impl Evaluator<'_> {
         let mut out: Vec<Vector> = vec![Vec::new(); n];
         for s in series {
             self.check()?;
+            let mut produced = 0;
             for (i, &r) in refs.iter().enumerate() {
                 let fi = s.floats.partition_point(|x| x.timestamp_ms <= r);
                 let hi = s.histograms.partition_point(|x| x.timestamp_ms <= r);
@@ -129,7 +130,10 @@ impl Evaluator<'_> {
                     }
                 };
                 out[i].push(sample);
+                produced += 1;
             }
+            // Step vectors hold memory too: they count against max_samples.
+            self.count_samples(produced)?;
         }
         Ok(out)
     }

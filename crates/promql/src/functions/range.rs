@@ -106,6 +106,7 @@ pub(super) fn eval_range_function(
     for s in &arg.series {
         ev.check()?;
         let mut produced_float = false;
+        let mut produced = 0;
         for (i, present_i) in present.iter_mut().enumerate() {
             let ts = g.ts(i);
             let r = arg.ref_time(ts);
@@ -134,6 +135,7 @@ pub(super) fn eval_range_function(
             let res = kernel(c.name, &step, &mut ev.annos)?;
             if let Some((f, h)) = res {
                 produced_float |= h.is_none();
+                produced += 1;
                 out[i].push(Sample {
                     labels: s.labels.clone(),
                     f,
@@ -142,6 +144,8 @@ pub(super) fn eval_range_function(
                 });
             }
         }
+        // Step results hold memory too: they count against max_samples.
+        ev.count_samples(produced)?;
         if matches!(c.name, "rate" | "increase") && produced_float {
             let name = metric_name(&s.labels);
             if !name.is_empty()

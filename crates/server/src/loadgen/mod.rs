@@ -34,6 +34,11 @@ pub struct MetricsArgs {
     /// Sample time of the first scrape: `now` minus this (backfills a past window).
     #[arg(long, default_value = "0s", value_parser = dur)]
     pub start_ago: Option<Duration>,
+    /// Sample time of the first scrape as a Unix time in seconds or RFC 3339
+    /// (overrides `--start-ago`): runs fed at different wall-clock times
+    /// then hold identical data, so their query answers can be compared.
+    #[arg(long, value_parser = start_time)]
+    pub start: Option<i64>,
     /// Samples per request.
     #[arg(long, default_value_t = 5000)]
     pub batch: usize,
@@ -57,6 +62,10 @@ pub struct MetricsArgs {
     pub json: bool,
 }
 
+fn start_time(s: &str) -> Result<i64, String> {
+    crate::http::params::parse_time_ms(s)
+}
+
 fn dur(s: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
 }
@@ -76,7 +85,9 @@ pub async fn run_metrics(a: MetricsArgs) -> anyhow::Result<()> {
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as i64;
     let interval_ms = a.interval.as_millis().max(1) as i64;
-    let start_ms = now_ms - a.start_ago.unwrap_or_default().as_millis() as i64;
+    let start_ms = a
+        .start
+        .unwrap_or(now_ms - a.start_ago.unwrap_or_default().as_millis() as i64);
     let steps = (a.span.as_millis() as i64 / interval_ms).max(1);
     let mut series = workload::build(a.series, a.seed);
     let total = steps as u64 * series.len() as u64;
