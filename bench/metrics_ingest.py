@@ -265,7 +265,7 @@ def run_one(cls, args):
         n = series_count(p)
         # Every system holds the same samples (same seed, same absolute
         # start), so the same query window gives comparable answers.
-        end_s = args.start_s + span_seconds(args.span)
+        end_s = (args.start_s + span_seconds(args.span)) // 60 * 60
         queries = query_suite(p, end_s, args.query_reps) if args.query_reps > 0 else {}
         size, method = p.persist()
         acc = summary["accepted_samples"]
@@ -308,7 +308,10 @@ def main():
     args = ap.parse_args()
     # One absolute start for every run: the window ends a minute before the
     # first run starts, so no system ever receives samples from its future.
-    args.start_s = int(time.time()) // 60 * 60 - 60 - span_seconds(args.span)
+    # 7 s off the minute grid, so no sample sits exactly on the start of a
+    # query window: there Prometheus 2.x (closed windows) and 3.x
+    # (left-open, which miru follows) differ by design.
+    args.start_s = int(time.time()) // 60 * 60 - 60 - span_seconds(args.span) + 7
     ensure_peers()
     subprocess.run(["cargo", "build", "--release", "-p", "miru"], cwd=ROOT, check=True)
     classes = [c for c in (Miru, VictoriaMetrics, Prometheus) if c.name in args.systems.split(",")]
@@ -380,8 +383,10 @@ def render_queries(results, args):
         f"range query over the last hour at a 60 s step, {args.query_reps} times in a row, one at a time, over HTTP POST.",
         "",
         "Every system holds the same samples (same seed, same absolute start time), so answers are compared "
-        "point by point with Prometheus' (relative tolerance 1e-9); VictoriaMetrics computes `rate`/`increase` "
-        "without Prometheus' extrapolation, so it is expected to differ there.",
+        "point by point with Prometheus' (relative tolerance 1e-9). Samples sit 7 s off the minute grid so that "
+        "none falls exactly on a window's start, where Prometheus 2.x (closed windows) and 3.x (left-open, "
+        "followed by miru) differ by design. VictoriaMetrics computes `rate`/`increase` without Prometheus' "
+        "extrapolation, so it is expected to differ there.",
         "",
         "| system | instant median | instant p90 | range median | range p90 | suite total (median per query, summed) | results equal to Prometheus |",
         "|---|---|---|---|---|---|---|",
