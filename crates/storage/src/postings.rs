@@ -89,7 +89,7 @@ impl Postings {
         }
     }
 
-    /// Label names, for approximate memory accounting and tests.
+    /// Rough bytes the lists and maps hold, for the index cache's bound.
     pub(crate) fn approx_bytes(&self) -> usize {
         self.map
             .values()

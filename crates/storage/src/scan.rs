@@ -183,18 +183,10 @@ impl Cursor {
                         *block = Some((s.block, raw));
                     }
                     let (_, raw) = block.as_ref().expect("BUG: block just loaded");
-                    let chunk = raw.get(s.offset as usize..).ok_or_else(|| {
-                        crate::part::PartError::Corrupt {
-                            path: reader.name.key(),
-                            what: "series offset out of range".into(),
-                        }
-                    })?;
-                    match decode_kind(s.kind, chunk, mint, maxt).map_err(|source| {
-                        crate::part::PartError::Codec {
-                            path: reader.name.key(),
-                            source,
-                        }
-                    })? {
+                    let chunk = raw
+                        .get(s.offset as usize..)
+                        .ok_or_else(|| reader.corrupt("series offset out of range"))?;
+                    match decode_kind(s.kind, chunk, mint, maxt).map_err(|e| reader.codec(e))? {
                         ChunkSamples::Floats(v) => dst.0.extend(v),
                         ChunkSamples::Histograms(v) => dst.1.extend(v),
                     }

@@ -55,14 +55,14 @@ impl PartReader {
         PartReader { store, name, size }
     }
 
-    fn corrupt(&self, what: impl Into<String>) -> PartError {
+    pub(crate) fn corrupt(&self, what: impl Into<String>) -> PartError {
         PartError::Corrupt {
             path: self.name.key(),
             what: what.into(),
         }
     }
 
-    fn codec(&self, source: CodecError) -> PartError {
+    pub(crate) fn codec(&self, source: CodecError) -> PartError {
         PartError::Codec {
             path: self.name.key(),
             source,
@@ -127,33 +127,6 @@ impl PartReader {
             }
         }
         Ok(index)
-    }
-
-    /// Reads the samples of the series at `positions` (indexes into
-    /// `index.series`, ascending), within `[mint, maxt]`: one entry per
-    /// position, floats or histograms after the entry's kind.
-    pub async fn read_series(
-        &self,
-        index: &PartIndex,
-        positions: &[usize],
-        mint: i64,
-        maxt: i64,
-    ) -> Result<Vec<(Labels, ChunkSamples)>, PartError> {
-        let mut out = Vec::with_capacity(positions.len());
-        let mut current: Option<(u32, Vec<u8>)> = None;
-        for &p in positions {
-            let s = &index.series[p];
-            if current.as_ref().is_none_or(|(b, _)| *b != s.block) {
-                current = Some((s.block, self.read_block(index, s.block).await?));
-            }
-            let (_, block) = current.as_ref().expect("BUG: block just loaded");
-            let chunk = block
-                .get(s.offset as usize..)
-                .ok_or_else(|| self.corrupt("series offset out of range"))?;
-            let samples = decode_kind(s.kind, chunk, mint, maxt).map_err(|e| self.codec(e))?;
-            out.push((s.labels.clone(), samples));
-        }
-        Ok(out)
     }
 
     pub(crate) async fn read_block(
