@@ -180,6 +180,7 @@ fn run_file(path: &Path, stats: &mut FileStats, failures: &mut Vec<Failure>) {
         lookback_delta_ms: 300_000,
         max_samples: 50_000_000,
         default_eval_step_ms: 60_000,
+        ..EngineOptions::default()
     });
     let mut src = MemorySource::new();
     let whole_file_extended = EXTENDED_FILES.contains(&name.as_str());

@@ -78,7 +78,15 @@ impl<'a> Reader<'a> {
         self.pos
     }
 
+    #[inline]
     pub(crate) fn uvarint(&mut self) -> Result<u64, CodecError> {
+        // Most deltas fit one byte.
+        if let Some(&b) = self.buf.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
         let start = self.pos;
         let mut v: u64 = 0;
         let mut shift = 0u32;
@@ -99,6 +107,7 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline]
     pub(crate) fn varint(&mut self) -> Result<i64, CodecError> {
         self.uvarint().map(unzigzag)
     }

@@ -13,9 +13,7 @@ use object_store::{ObjectStoreExt, PutPayload, path::Path};
 
 use crate::catalog::{PartEntry, REPLACES_SUFFIX};
 use crate::head::{Frozen, sort_dedup};
-use crate::part::{
-    ChunkKind, ChunkSamples, PartIndex, PartName, PartReader, PartWriter, decode_kind,
-};
+use crate::part::{ChunkKind, PartIndex, PartName, PartReader, PartWriter, decode_kind};
 use crate::{Storage, StorageError, now_ms};
 
 static PART_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -303,15 +301,12 @@ impl Storage {
                     .cached_block(&readers[src], &indexes[src], &mut blocks[src], s.block)
                     .await?;
                 let chunk = block.get(s.offset as usize..).unwrap_or(&[]);
-                match decode_kind(*kind, chunk, i64::MIN, i64::MAX).map_err(|source| {
-                    crate::part::PartError::Codec {
+                decode_kind(*kind, chunk, i64::MIN, i64::MAX, &mut floats, &mut hists).map_err(
+                    |source| crate::part::PartError::Codec {
                         path: readers[src].name.key(),
                         source,
-                    }
-                })? {
-                    ChunkSamples::Floats(v) => floats.extend(v),
-                    ChunkSamples::Histograms(v) => hists.extend(v),
-                }
+                    },
+                )?;
             }
             sort_dedup(&mut floats);
             sort_dedup(&mut hists);

@@ -17,7 +17,7 @@ use miru_model::{
 };
 
 use crate::head::{Frozen, Timestamped, sort_dedup};
-use crate::part::{ChunkSamples, PartIndex, PartReader, decode_kind};
+use crate::part::{PartIndex, PartReader, decode_kind};
 use crate::{Storage, StorageError};
 
 /// One series and its samples, sorted by time without duplicates.
@@ -186,10 +186,8 @@ impl Cursor {
                     let chunk = raw
                         .get(s.offset as usize..)
                         .ok_or_else(|| reader.corrupt("series offset out of range"))?;
-                    match decode_kind(s.kind, chunk, mint, maxt).map_err(|e| reader.codec(e))? {
-                        ChunkSamples::Floats(v) => dst.0.extend(v),
-                        ChunkSamples::Histograms(v) => dst.1.extend(v),
-                    }
+                    decode_kind(s.kind, chunk, mint, maxt, &mut dst.0, &mut dst.1)
+                        .map_err(|e| reader.codec(e))?;
                     *at += 1;
                 }
                 Ok(samples_bytes(&dst.0[f0..], &dst.1[h0..]))

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use miru_model::{FloatHistogram, Labels, METRIC_NAME};
 
+use super::rows::streamable;
 use super::{Evaluator, Grid, Sample, Val, Vector};
 use crate::QueryError;
 use crate::functions::kahan_inc;
@@ -101,9 +102,9 @@ pub(crate) fn eval_aggregation(
         return count_values(ev, a, g);
     }
     let p = params(ev, a.param.as_ref(), g)?;
-    let input = ev.eval_vector(&a.expr, g)?;
     match a.op {
         AggOp::Topk | AggOp::Bottomk | AggOp::Limitk | AggOp::LimitRatio => {
+            let input = ev.eval_vector(&a.expr, g)?;
             aggregate_k(ev, a, g, &p, input)
         }
         _ => {
@@ -133,9 +134,103 @@ pub(crate) fn eval_aggregation(
                     );
                 }
             }
+            if ev.opts.series_at_a_time && streamable(&a.expr) {
+                return aggregate_rows(ev, a, g, &p);
+            }
+            let input = ev.eval_vector(&a.expr, g)?;
             aggregate(ev, a, &p, input)
         }
     }
+}
+
+/// The groups of one aggregation fed by rows: one accumulator per step.
+struct RowGroup {
+    labels: Labels,
+    /// (first step with a sample, ordinal of the first row with a sample
+    /// at that step): the order in which the step-major model meets the
+    /// group, which decides the order of each step's output vector.
+    first: (u32, u32),
+    steps: Vec<Group>,
+}
+
+/// [`aggregate`] over a series-local expression, consuming its rows as
+/// they are produced: no per-step vectors of input samples, and the
+/// grouping key computed once per series. Each (step, group) accumulator
+/// sees the same samples in the same order as in the step-major model, so
+/// the results are identical to the last bit.
+fn aggregate_rows(ev: &mut Evaluator<'_>, a: &Agg, g: Grid, p: &Params) -> Result<Val, QueryError> {
+    let n = g.len();
+    let mut index: HashMap<Vec<u8>, usize> = HashMap::default();
+    let mut groups: Vec<RowGroup> = Vec::new();
+    let mut ordinal: u32 = 0;
+    ev.eval_rows(&a.expr, g, &mut |ev, row| {
+        let key = group_key(&row.labels, &a.grouping, a.without);
+        let gi = match index.get(&key) {
+            Some(&i) => i,
+            None => {
+                // The per-step accumulators are output-sized memory.
+                ev.count_samples(n)?;
+                groups.push(RowGroup {
+                    labels: group_labels(&row.labels, &a.grouping, a.without),
+                    first: (u32::MAX, u32::MAX),
+                    steps: (0..n).map(|_| Group::default()).collect(),
+                });
+                index.insert(key, groups.len() - 1);
+                groups.len() - 1
+            }
+        };
+        let rg = &mut groups[gi];
+        if let Some(first) = row.points.first()
+            && (first.step, ordinal) < rg.first
+        {
+            rg.first = (first.step, ordinal);
+        }
+        ordinal = ordinal.saturating_add(1);
+        for pt in &row.points {
+            let Some(gr) = rg.steps.get_mut(pt.step as usize) else {
+                continue;
+            };
+            let s = Input {
+                labels: &row.labels,
+                f: pt.f,
+                h: pt.h.as_ref(),
+                drop_name: row.drop_name,
+            };
+            if !gr.seen {
+                init_group(ev, a, gr, s);
+                continue;
+            }
+            if gr.incompatible {
+                continue;
+            }
+            if s.drop_name {
+                gr.drop_name = true;
+            }
+            accumulate(ev, a, gr, s);
+        }
+        Ok(())
+    })?;
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_by_key(|&gi| groups[gi].first);
+    let mut out = Vec::with_capacity(n);
+    for step in 0..n {
+        ev.check()?;
+        let q = p.values.get(step).copied().unwrap_or(f64::NAN);
+        let mut res = Vec::new();
+        for &gi in &order {
+            let rg = &mut groups[gi];
+            let gr = &mut rg.steps[step];
+            if !gr.seen {
+                continue;
+            }
+            gr.labels = rg.labels.clone();
+            if let Some(s) = finish_group(ev, a, gr, q) {
+                res.push(s);
+            }
+        }
+        out.push(res);
+    }
+    Ok(Val::Vector(out))
 }
 
 #[derive(Default)]
@@ -146,7 +241,8 @@ struct Group {
     mean: f64,
     kahan: f64,
     count: f64,
-    h: Option<FloatHistogram>,
+    // Boxed: aggregations over rows keep one group per step.
+    h: Option<Box<FloatHistogram>>,
     has_float: bool,
     has_hist: bool,
     incompatible: bool,
@@ -155,6 +251,27 @@ struct Group {
     drop_name: bool,
     reset_seen: bool,
     not_reset_seen: bool,
+}
+
+/// One input sample of an aggregation, borrowed from a step vector or a
+/// row.
+#[derive(Clone, Copy)]
+struct Input<'s> {
+    labels: &'s Labels,
+    f: f64,
+    h: Option<&'s Arc<FloatHistogram>>,
+    drop_name: bool,
+}
+
+impl<'s> Input<'s> {
+    fn of(s: &'s Sample) -> Self {
+        Input {
+            labels: &s.labels,
+            f: s.f,
+            h: s.h.as_ref(),
+            drop_name: s.drop_name,
+        }
+    }
 }
 
 fn aggregate(
@@ -205,7 +322,7 @@ fn aggregate(
             let gr = &mut groups[gi];
             if !gr.seen {
                 order.push(gi);
-                init_group(ev, a, gr, &s);
+                init_group(ev, a, gr, Input::of(&s));
                 continue;
             }
             if gr.incompatible {
@@ -214,7 +331,7 @@ fn aggregate(
             if s.drop_name {
                 gr.drop_name = true;
             }
-            accumulate(ev, a, gr, &s);
+            accumulate(ev, a, gr, Input::of(&s));
         }
         order.sort_unstable();
         order.dedup();
@@ -241,7 +358,7 @@ fn track_hint(gr: &mut Group, h: &FloatHistogram) {
     }
 }
 
-fn init_group(ev: &mut Evaluator<'_>, a: &Agg, gr: &mut Group, s: &Sample) {
+fn init_group(ev: &mut Evaluator<'_>, a: &Agg, gr: &mut Group, s: Input<'_>) {
     let labels = std::mem::take(&mut gr.labels);
     *gr = Group {
         labels,
@@ -253,10 +370,10 @@ fn init_group(ev: &mut Evaluator<'_>, a: &Agg, gr: &mut Group, s: &Sample) {
         ..Default::default()
     };
     match a.op {
-        AggOp::Sum | AggOp::Avg => match &s.h {
+        AggOp::Sum | AggOp::Avg => match s.h {
             None => gr.has_float = true,
             Some(h) => {
-                gr.h = Some((**h).clone());
+                gr.h = Some(Box::new((**h).clone()));
                 gr.has_hist = true;
                 track_hint(gr, h);
             }
@@ -294,7 +411,7 @@ fn init_group(ev: &mut Evaluator<'_>, a: &Agg, gr: &mut Group, s: &Sample) {
     }
 }
 
-fn mixed_schema_warning(ev: &mut Evaluator<'_>, a: &Agg, s: &Sample) {
+fn mixed_schema_warning(ev: &mut Evaluator<'_>, a: &Agg, s: Input<'_>) {
     ev.annos.warn(
         format!(
             "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}",
@@ -304,9 +421,9 @@ fn mixed_schema_warning(ev: &mut Evaluator<'_>, a: &Agg, s: &Sample) {
     );
 }
 
-fn accumulate(ev: &mut Evaluator<'_>, a: &Agg, gr: &mut Group, s: &Sample) {
+fn accumulate(ev: &mut Evaluator<'_>, a: &Agg, gr: &mut Group, s: Input<'_>) {
     match a.op {
-        AggOp::Sum => match &s.h {
+        AggOp::Sum => match s.h {
             Some(h) => {
                 gr.has_hist = true;
                 if let Some(acc) = gr.h.take() {
@@ -319,7 +436,7 @@ fn accumulate(ev: &mut Evaluator<'_>, a: &Agg, gr: &mut Group, s: &Sample) {
                                     a.expr_pos,
                                 );
                             }
-                            gr.h = Some(r.h);
+                            gr.h = Some(Box::new(r.h));
                         }
                         Err(_) => {
                             gr.h = Some(acc);
@@ -336,7 +453,7 @@ fn accumulate(ev: &mut Evaluator<'_>, a: &Agg, gr: &mut Group, s: &Sample) {
         },
         AggOp::Avg => {
             gr.count += 1.0;
-            match &s.h {
+            match s.h {
                 Some(h) => {
                     gr.has_hist = true;
                     if let Some(acc) = gr.h.take() {
@@ -349,7 +466,7 @@ fn accumulate(ev: &mut Evaluator<'_>, a: &Agg, gr: &mut Group, s: &Sample) {
                                         a.expr_pos,
                                     );
                                 }
-                                gr.h = Some(r.h);
+                                gr.h = Some(Box::new(r.h));
                             }
                             Err(_) => {
                                 gr.h = Some(acc);
@@ -439,7 +556,7 @@ fn finish_group(ev: &mut Evaluator<'_>, a: &Agg, gr: &mut Group, q: f64) -> Opti
                 return None;
             }
             if gr.has_hist {
-                let mut h = gr.h.take().unwrap_or_default();
+                let mut h = gr.h.take().map(|h| *h).unwrap_or_default();
                 if a.op == AggOp::Avg {
                     h = hist::scale(&h, 1.0 / gr.count);
                 }

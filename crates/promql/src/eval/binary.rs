@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use miru_model::{FloatHistogram, Labels, LabelsBuilder, METRIC_NAME};
 
+use super::rows::RowVisitor;
 use super::{Evaluator, Grid, Sample, Val, Vector, check_step_duplicates};
 use crate::QueryError;
 use crate::histogram::{self as hist, HistError};
@@ -242,30 +243,8 @@ fn vector_scalar(
     for (v, &sv) in vecs.into_iter().zip(scalars.iter()) {
         let mut res = Vec::with_capacity(v.len());
         for mut s in v {
-            let (lf, rf, lh, rh) = if swap {
-                (sv, s.f, None, s.h.as_ref())
-            } else {
-                (s.f, sv, s.h.as_ref(), None)
-            };
-            let (r, n) = vector_elem_binop(b.op, lf, rf, lh, rh);
-            // Prometheus keeps only info-level notes for vector/scalar pairs.
-            if let Some(ElemNote::Info(_)) = &n {
-                note(ev, n, b);
-            }
-            let Some(mut r) = r else { continue };
-            if b.op.is_comparison() && swap {
-                r.f = rf;
-                r.h = s.h.clone();
-            }
-            if b.return_bool {
-                r.f = if r.keep { 1.0 } else { 0.0 };
-                r.h = None;
-                r.keep = true;
-            }
-            if r.keep {
-                s.f = r.f;
-                s.h = r.h;
-                if b.op.changes_schema() || b.return_bool {
+            if scalar_elem(ev, b, &mut s.f, &mut s.h, sv, swap) {
+                if drops_name(b) {
                     s.drop_name = true;
                 }
                 res.push(s);
@@ -274,6 +253,75 @@ fn vector_scalar(
         out.push(res);
     }
     out
+}
+
+/// Whether a vector/scalar operation removes the metric name.
+fn drops_name(b: &Binary) -> bool {
+    b.op.changes_schema() || b.return_bool
+}
+
+/// Applies a vector/scalar operation to one sample in place; false when the
+/// sample is filtered out (or has no result).
+fn scalar_elem(
+    ev: &mut Evaluator<'_>,
+    b: &Binary,
+    f: &mut f64,
+    h: &mut Option<Arc<FloatHistogram>>,
+    sv: f64,
+    swap: bool,
+) -> bool {
+    let (lf, rf, lh, rh) = if swap {
+        (sv, *f, None, h.as_ref())
+    } else {
+        (*f, sv, h.as_ref(), None)
+    };
+    let (r, n) = vector_elem_binop(b.op, lf, rf, lh, rh);
+    // Prometheus keeps only info-level notes for vector/scalar pairs.
+    if let Some(ElemNote::Info(_)) = &n {
+        note(ev, n, b);
+    }
+    let Some(mut r) = r else { return false };
+    if b.op.is_comparison() && swap {
+        r.f = rf;
+        r.h = h.clone();
+    }
+    if b.return_bool {
+        r.f = if r.keep { 1.0 } else { 0.0 };
+        r.h = None;
+        r.keep = true;
+    }
+    if r.keep {
+        *f = r.f;
+        *h = r.h;
+    }
+    r.keep
+}
+
+/// A vector/scalar operation over a series-local vector side, one row at a
+/// time (see [`super::rows`]).
+pub(crate) fn scalar_side_rows(
+    ev: &mut Evaluator<'_>,
+    b: &Binary,
+    g: Grid,
+    visit: &mut RowVisitor<'_>,
+) -> Result<(), QueryError> {
+    let (vector, scalar, swap) = if b.lhs.value_type() == ValueType::Vector {
+        (&b.lhs, &b.rhs, false)
+    } else {
+        (&b.rhs, &b.lhs, true)
+    };
+    let scalars = ev.eval_scalar(scalar, g)?;
+    ev.eval_rows(vector, g, &mut |ev, row| {
+        row.points.retain_mut(|p| {
+            let sv = scalars.get(p.step as usize).copied().unwrap_or(f64::NAN);
+            scalar_elem(ev, b, &mut p.f, &mut p.h, sv, swap)
+        });
+        if row.points.is_empty() {
+            return Ok(());
+        }
+        row.drop_name |= drops_name(b);
+        visit(ev, row)
+    })
 }
 
 /// The join key of a series: the `on` labels, or all labels but the

@@ -6,9 +6,10 @@
 
 mod aggregate;
 mod binary;
+pub(crate) mod rows;
 mod select;
 
-pub(crate) use select::window;
+pub(crate) use select::WindowCursor;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +37,11 @@ pub struct EngineOptions {
     pub max_samples: usize,
     /// Step of subqueries that give none (`x[1h:]`).
     pub default_eval_step_ms: i64,
+    /// Aggregations over selectors, range functions and scalar operations
+    /// on them consume their input one series at a time (see
+    /// `eval/rows.rs`). Off only to cross-check against the step-major
+    /// model, which must give identical results.
+    pub series_at_a_time: bool,
 }
 
 impl Default for EngineOptions {
@@ -44,6 +50,7 @@ impl Default for EngineOptions {
             lookback_delta_ms: 300_000,
             max_samples: 50_000_000,
             default_eval_step_ms: 60_000,
+            series_at_a_time: true,
         }
     }
 }

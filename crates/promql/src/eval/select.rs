@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use miru_model::{FloatHistogram, Labels, is_stale_nan};
 
-use super::{Evaluator, Grid, MSeries, Sample, Val, Vector, steps_to_series};
+use super::rows::{Point, Row, RowVisitor, scatter};
+use super::{Evaluator, Grid, MSeries, Val, Vector, steps_to_series};
 use crate::plan::{Node, Selector, Subquery};
 use crate::{QueryError, Series};
 
@@ -38,6 +39,36 @@ pub(crate) fn window(s: &MSeries, end: i64, range: i64) -> Window<'_> {
     let h0 = s.hists.partition_point(|p| p.0 <= start);
     let h1 = s.hists.partition_point(|p| p.0 <= end);
     (&s.floats[f0..f1.max(f0)], &s.hists[h0..h1.max(h0)])
+}
+
+/// The windows `(end - range, end]` of one series for non-decreasing
+/// `end`s: four indices that only move forward, so a series costs one pass
+/// over its samples for all steps instead of a search per step.
+#[derive(Debug, Default)]
+pub(crate) struct WindowCursor {
+    f0: usize,
+    f1: usize,
+    h0: usize,
+    h1: usize,
+}
+
+impl WindowCursor {
+    pub(crate) fn window<'s>(&mut self, s: &'s MSeries, end: i64, range: i64) -> Window<'s> {
+        let start = end.saturating_sub(range);
+        while self.f1 < s.floats.len() && s.floats[self.f1].0 <= end {
+            self.f1 += 1;
+        }
+        while self.f0 < self.f1 && s.floats[self.f0].0 <= start {
+            self.f0 += 1;
+        }
+        while self.h1 < s.hists.len() && s.hists[self.h1].0 <= end {
+            self.h1 += 1;
+        }
+        while self.h0 < self.h1 && s.hists[self.h0].0 <= start {
+            self.h0 += 1;
+        }
+        (&s.floats[self.f0..self.f1], &s.hists[self.h0..self.h1])
+    }
 }
 
 fn is_stale_hist(h: &FloatHistogram) -> bool {
@@ -81,23 +112,46 @@ impl Evaluator<'_> {
         g: Grid,
         timestamps: bool,
     ) -> Result<Vec<Vector>, QueryError> {
+        let mut out: Vec<Vector> = vec![Vec::new(); g.len()];
+        self.selector_rows(sel, g, timestamps, &mut |_, row| {
+            scatter(row, &mut out);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// An instant selector at every step, one row per series.
+    pub(crate) fn selector_rows(
+        &mut self,
+        sel: &Selector,
+        g: Grid,
+        timestamps: bool,
+        visit: &mut RowVisitor<'_>,
+    ) -> Result<(), QueryError> {
         let n = g.len();
         let lookback = self.opts.lookback_delta_ms;
+        // Non-decreasing (offset and `@` are the same for every step), so
+        // each series is read with forward-moving cursors.
         let refs: Vec<i64> = (0..n)
             .map(|i| sel.at_ms.unwrap_or(g.ts(i)).saturating_sub(sel.offset_ms))
             .collect();
-        let (lo, hi) = match (refs.iter().min(), refs.iter().max()) {
+        let (lo, hi) = match (refs.first(), refs.last()) {
             (Some(a), Some(b)) => (*a, *b),
-            _ => return Ok(Vec::new()),
+            _ => return Ok(()),
         };
         let series = self.fetch(sel, lo.saturating_sub(lookback).saturating_add(1), hi)?;
-        let mut out: Vec<Vector> = vec![Vec::new(); n];
+        let mut row = Row::default();
         for s in series {
             self.check()?;
-            let mut produced = 0;
+            row.points.clear();
+            let (mut fi, mut hi) = (0, 0);
             for (i, &r) in refs.iter().enumerate() {
-                let fi = s.floats.partition_point(|x| x.timestamp_ms <= r);
-                let hi = s.histograms.partition_point(|x| x.timestamp_ms <= r);
+                while fi < s.floats.len() && s.floats[fi].timestamp_ms <= r {
+                    fi += 1;
+                }
+                while hi < s.histograms.len() && s.histograms[hi].timestamp_ms <= r {
+                    hi += 1;
+                }
                 let f = fi.checked_sub(1).map(|k| &s.floats[k]);
                 let h = hi.checked_sub(1).map(|k| &s.histograms[k]);
                 let (t, f, h) = match (f, h) {
@@ -114,28 +168,30 @@ impl Evaluator<'_> {
                 if h.is_none() && is_stale_nan(f) || h.is_some_and(|h| is_stale_hist(h)) {
                     continue;
                 }
-                let sample = if timestamps {
-                    Sample {
-                        labels: s.labels.clone(),
+                row.points.push(if timestamps {
+                    Point {
+                        step: i as u32,
                         f: t as f64 / 1000.0,
                         h: None,
-                        drop_name: false,
                     }
                 } else {
-                    Sample {
-                        labels: s.labels.clone(),
+                    Point {
+                        step: i as u32,
                         f,
                         h: h.map(Arc::clone),
-                        drop_name: false,
                     }
-                };
-                out[i].push(sample);
-                produced += 1;
+                });
             }
             // Step vectors hold memory too: they count against max_samples.
-            self.count_samples(produced)?;
+            self.count_samples(row.points.len())?;
+            if row.points.is_empty() {
+                continue;
+            }
+            row.labels = s.labels;
+            row.drop_name = false;
+            visit(self, &mut row)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The raw series a range selector covers over the whole grid, stale

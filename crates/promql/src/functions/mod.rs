@@ -6,6 +6,7 @@ mod histograms;
 mod range;
 
 pub(crate) use histograms::almost_equal;
+pub(crate) use range::range_function_rows;
 
 use crate::HashSet;
 

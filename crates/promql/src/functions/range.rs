@@ -8,7 +8,8 @@ use miru_model::{CounterResetHint, FloatHistogram, Labels};
 use super::{absent_labels, kahan_inc, metric_name, quantile};
 use crate::QueryError;
 use crate::annotations::{Annotations, fmt_g};
-use crate::eval::{Evaluator, Grid, Sample, Val, window};
+use crate::eval::rows::{Point, Row, RowVisitor, scatter};
+use crate::eval::{Evaluator, Grid, Sample, Val, Vector, WindowCursor};
 use crate::histogram as hist;
 use crate::plan::{Call, ValueType};
 use crate::position::Pos;
@@ -62,14 +63,54 @@ pub(super) fn eval_range_function(
     c: &Call,
     g: Grid,
 ) -> Result<Val, QueryError> {
-    let n = g.len();
-    let Some(mi) = c
-        .args
+    let mut out: Vec<Vector> = vec![Vec::new(); g.len()];
+    let present = range_function_rows(ev, c, g, &mut |_, row| {
+        scatter(row, &mut out);
+        Ok(())
+    })?;
+    if c.name == "absent_over_time" {
+        let mi = range_arg_index(c)?;
+        let labels = absent_labels(&c.args[mi]);
+        return Ok(Val::Vector(
+            present
+                .into_iter()
+                .map(|p| {
+                    if p {
+                        Vec::new()
+                    } else {
+                        vec![Sample {
+                            labels: labels.clone(),
+                            f: 1.0,
+                            h: None,
+                            drop_name: true,
+                        }]
+                    }
+                })
+                .collect(),
+        ));
+    }
+    Ok(Val::Vector(out))
+}
+
+fn range_arg_index(c: &Call) -> Result<usize, QueryError> {
+    c.args
         .iter()
         .position(|a| a.value_type() == ValueType::Matrix)
-    else {
-        return Err(QueryError::exec("BUG: no range argument"));
-    };
+        .ok_or_else(|| QueryError::exec("BUG: no range argument"))
+}
+
+/// Evaluates a function over a range vector one series at a time (all
+/// steps of a series in one pass over its samples), handing each result
+/// series to `visit`. Returns, per step, whether any series had samples in
+/// its window (what `absent_over_time` needs; it visits no rows).
+pub(crate) fn range_function_rows(
+    ev: &mut Evaluator<'_>,
+    c: &Call,
+    g: Grid,
+    visit: &mut RowVisitor<'_>,
+) -> Result<Vec<bool>, QueryError> {
+    let n = g.len();
+    let mi = range_arg_index(c)?;
     // Scalar parameters, one value per step.
     let mut params: Vec<Vec<f64>> = Vec::new();
     for (i, a) in c.args.iter().enumerate() {
@@ -100,22 +141,24 @@ pub(super) fn eval_range_function(
     let arg = ev.range_arg(&c.args[mi], g)?;
     let pos = c.arg_pos.first().copied().unwrap_or(c.pos);
     let keeps_name = matches!(c.name, "last_over_time" | "first_over_time");
-    let mut out: Vec<Vec<Sample>> = vec![Vec::new(); n];
+    let absent = c.name == "absent_over_time";
     let mut present = vec![false; n];
     let mut step_params = vec![0.0; params.len()];
+    let mut row = Row::default();
     for s in &arg.series {
         ev.check()?;
+        row.points.clear();
         let mut produced_float = false;
-        let mut produced = 0;
+        let mut cursor = WindowCursor::default();
         for (i, present_i) in present.iter_mut().enumerate() {
             let ts = g.ts(i);
             let r = arg.ref_time(ts);
-            let (floats, hists) = window(s, r, arg.range_ms);
+            let (floats, hists) = cursor.window(s, r, arg.range_ms);
             if floats.is_empty() && hists.is_empty() {
                 continue;
             }
             *present_i = true;
-            if c.name == "absent_over_time" {
+            if absent {
                 continue;
             }
             for (k, p) in params.iter().enumerate() {
@@ -132,20 +175,17 @@ pub(super) fn eval_range_function(
                 pos,
                 params: &step_params,
             };
-            let res = kernel(c.name, &step, &mut ev.annos)?;
-            if let Some((f, h)) = res {
+            if let Some((f, h)) = kernel(c.name, &step, &mut ev.annos)? {
                 produced_float |= h.is_none();
-                produced += 1;
-                out[i].push(Sample {
-                    labels: s.labels.clone(),
+                row.points.push(Point {
+                    step: i as u32,
                     f,
                     h,
-                    drop_name: !keeps_name || s.drop_name,
                 });
             }
         }
         // Step results hold memory too: they count against max_samples.
-        ev.count_samples(produced)?;
+        ev.count_samples(row.points.len())?;
         if matches!(c.name, "rate" | "increase") && produced_float {
             let name = metric_name(&s.labels);
             if !name.is_empty()
@@ -161,28 +201,14 @@ pub(super) fn eval_range_function(
                 );
             }
         }
+        if row.points.is_empty() {
+            continue;
+        }
+        row.labels = s.labels.clone();
+        row.drop_name = !keeps_name || s.drop_name;
+        visit(ev, &mut row)?;
     }
-    if c.name == "absent_over_time" {
-        let labels = absent_labels(&c.args[mi]);
-        return Ok(Val::Vector(
-            present
-                .into_iter()
-                .map(|p| {
-                    if p {
-                        Vec::new()
-                    } else {
-                        vec![Sample {
-                            labels: labels.clone(),
-                            f: 1.0,
-                            h: None,
-                            drop_name: true,
-                        }]
-                    }
-                })
-                .collect(),
-        ));
-    }
-    Ok(Val::Vector(out))
+    Ok(present)
 }
 
 fn kernel(name: &str, s: &Step<'_>, a: &mut Annotations) -> Result<Out, QueryError> {

@@ -164,29 +164,53 @@ pub(crate) fn decode(
     maxt: i64,
     out: &mut Vec<Sample>,
 ) -> Result<usize, CodecError> {
+    let base = out.len();
+    let res = decode_onto(r, mint, maxt, out);
+    if res.is_err() {
+        // Nothing of a corrupt chunk stays behind.
+        out.truncate(base);
+    }
+    res
+}
+
+fn decode_onto(
+    r: &mut Reader<'_>,
+    mint: i64,
+    maxt: i64,
+    out: &mut Vec<Sample>,
+) -> Result<usize, CodecError> {
     // Every sample takes at least one byte, so a count larger than what is
     // left is corrupt; checking it first keeps allocations bounded.
     let n = r.len("sample count", r.remaining())?;
     if n == 0 {
         return Ok(0);
     }
-    let mut ts = Vec::with_capacity(n);
+    // Timestamps first, written straight into `out` (values filled in
+    // below), then the samples outside `[mint, maxt]` are dropped.
+    let base = out.len();
+    out.reserve(n);
     let mut prev = r.varint()?;
-    ts.push(prev);
+    out.push(Sample {
+        timestamp_ms: prev,
+        value: 0.0,
+    });
     let mut delta = 0i64;
     for i in 1..n {
         let d = r.varint()?;
         delta = if i == 1 { d } else { delta.wrapping_add(d) };
         prev = prev.wrapping_add(delta);
-        ts.push(prev);
+        out.push(Sample {
+            timestamp_ms: prev,
+            value: 0.0,
+        });
     }
-    let mut values = Vec::with_capacity(n);
+    let values = &mut out[base..];
     match r.u8()? {
         VALUES_XOR => {
             let mut prev = 0u64;
-            for _ in 0..n {
+            for slot in values.iter_mut() {
                 prev ^= r.u64_le()?;
-                values.push(f64::from_bits(prev));
+                slot.value = f64::from_bits(prev);
             }
         }
         enc @ (VALUES_DECIMAL_DELTA | VALUES_DECIMAL_DOD) => {
@@ -208,9 +232,9 @@ pub(crate) fn decode(
                 exceptions.push((idx, f64::from_bits(r.u64_le()?)));
             }
             let mut m = r.varint()?;
-            values.push(m as f64 / p);
+            values[0].value = m as f64 / p;
             let mut delta = 0i64;
-            for i in 1..n {
+            for (i, slot) in values.iter_mut().enumerate().skip(1) {
                 let d = r.varint()?;
                 delta = if enc == VALUES_DECIMAL_DOD && i > 1 {
                     delta.wrapping_add(d)
@@ -218,11 +242,11 @@ pub(crate) fn decode(
                     d
                 };
                 m = m.wrapping_add(delta);
-                values.push(m as f64 / p);
+                slot.value = m as f64 / p;
             }
             for (i, v) in exceptions {
                 if let Some(slot) = values.get_mut(i) {
-                    *slot = v;
+                    slot.value = v;
                 }
             }
         }
@@ -234,15 +258,15 @@ pub(crate) fn decode(
             });
         }
     }
-    out.extend(
-        ts.into_iter()
-            .zip(values)
-            .filter(|(t, _)| *t >= mint && *t <= maxt)
-            .map(|(timestamp_ms, value)| Sample {
-                timestamp_ms,
-                value,
-            }),
-    );
+    let mut keep = base;
+    for i in base..out.len() {
+        let t = out[i].timestamp_ms;
+        if t >= mint && t <= maxt {
+            out[keep] = out[i];
+            keep += 1;
+        }
+    }
+    out.truncate(keep);
     Ok(n)
 }
 

@@ -9,7 +9,7 @@ mod write;
 
 pub use name::PartName;
 pub(crate) use read::decode_kind;
-pub use read::{ChunkSamples, PartIndex, PartReader};
+pub use read::{PartIndex, PartReader};
 pub use write::PartWriter;
 
 pub(crate) use chunk::{decode as decode_chunk, encode as encode_chunk};

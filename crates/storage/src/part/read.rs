@@ -147,33 +147,22 @@ impl PartReader {
     }
 }
 
-/// The decoded samples of one series chunk.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ChunkSamples {
-    Floats(Vec<Sample>),
-    Histograms(Vec<HistogramSample>),
-}
-
-/// Decodes one chunk of the given kind, keeping samples in `[mint, maxt]`.
+/// Decodes one chunk of the given kind straight onto the caller's sample
+/// vectors (no intermediate copy), keeping samples in `[mint, maxt]`.
 pub(crate) fn decode_kind(
     kind: ChunkKind,
     chunk: &[u8],
     mint: i64,
     maxt: i64,
-) -> Result<ChunkSamples, CodecError> {
+    floats: &mut Vec<Sample>,
+    hists: &mut Vec<HistogramSample>,
+) -> Result<(), CodecError> {
     let mut r = Reader::new(chunk);
-    Ok(match kind {
-        ChunkKind::Float => {
-            let mut v = Vec::new();
-            decode_chunk(&mut r, mint, maxt, &mut v)?;
-            ChunkSamples::Floats(v)
-        }
-        ChunkKind::Histogram => {
-            let mut v = Vec::new();
-            crate::histogram_codec::decode_chunk(&mut r, mint, maxt, &mut v)?;
-            ChunkSamples::Histograms(v)
-        }
-    })
+    match kind {
+        ChunkKind::Float => decode_chunk(&mut r, mint, maxt, floats)?,
+        ChunkKind::Histogram => crate::histogram_codec::decode_chunk(&mut r, mint, maxt, hists)?,
+    };
+    Ok(())
 }
 
 impl PartIndex {
