@@ -78,7 +78,7 @@ impl<'a> Reader<'a> {
         self.pos
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn uvarint(&mut self) -> Result<u64, CodecError> {
         // Most deltas fit one byte.
         if let Some(&b) = self.buf.get(self.pos)
@@ -87,6 +87,11 @@ impl<'a> Reader<'a> {
             self.pos += 1;
             return Ok(u64::from(b));
         }
+        self.uvarint_multi()
+    }
+
+    #[inline(never)]
+    fn uvarint_multi(&mut self) -> Result<u64, CodecError> {
         let start = self.pos;
         let mut v: u64 = 0;
         let mut shift = 0u32;
@@ -107,7 +112,27 @@ impl<'a> Reader<'a> {
         }
     }
 
-    #[inline]
+    /// Moves past `k` varints without decoding them (each ends with the
+    /// first byte below 0x80).
+    pub(crate) fn skip_varints(&mut self, k: usize) -> Result<(), CodecError> {
+        if k == 0 {
+            return Ok(());
+        }
+        let rest = self.buf.get(self.pos..).unwrap_or(&[]);
+        let mut seen = 0;
+        for (i, &b) in rest.iter().enumerate() {
+            if b < 0x80 {
+                seen += 1;
+                if seen == k {
+                    self.pos += i + 1;
+                    return Ok(());
+                }
+            }
+        }
+        Err(CodecError::Eof(self.buf.len()))
+    }
+
+    #[inline(always)]
     pub(crate) fn varint(&mut self) -> Result<i64, CodecError> {
         self.uvarint().map(unzigzag)
     }

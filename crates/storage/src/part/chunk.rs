@@ -185,32 +185,64 @@ fn decode_onto(
     if n == 0 {
         return Ok(0);
     }
-    // Timestamps first, written straight into `out` (values filled in
-    // below), then the samples outside `[mint, maxt]` are dropped.
+    // Timestamps are strictly increasing (the format says so; anything else
+    // is corrupt), so the samples in `[mint, maxt]` are one run `lo..hi`.
+    // Only that run is stored, the timestamps after it are skipped without
+    // decoding, and values are read only up to `hi` and converted only
+    // from `lo`: a short window over a long chunk (an instant query over a
+    // compacted part) costs little more than the window.
     let base = out.len();
-    out.reserve(n);
-    let mut prev = r.varint()?;
-    out.push(Sample {
-        timestamp_ms: prev,
-        value: 0.0,
-    });
+    let mut lo = n;
+    let mut hi = n;
+    let mut t = 0i64;
     let mut delta = 0i64;
-    for i in 1..n {
+    for i in 0..n {
+        let at = r.pos();
         let d = r.varint()?;
-        delta = if i == 1 { d } else { delta.wrapping_add(d) };
-        prev = prev.wrapping_add(delta);
-        out.push(Sample {
-            timestamp_ms: prev,
-            value: 0.0,
-        });
+        let next = match i {
+            0 => d,
+            1 => {
+                delta = d;
+                t.wrapping_add(delta)
+            }
+            _ => {
+                delta = delta.wrapping_add(d);
+                t.wrapping_add(delta)
+            }
+        };
+        if i > 0 && next <= t {
+            return Err(CodecError::Range {
+                what: "timestamp not after the previous one",
+                at,
+                value: next as u64,
+            });
+        }
+        t = next;
+        if t > maxt {
+            hi = i;
+            r.skip_varints(n - i - 1)?;
+            break;
+        }
+        if t >= mint {
+            lo = lo.min(i);
+            out.push(Sample {
+                timestamp_ms: t,
+                value: 0.0,
+            });
+        }
+    }
+    if lo >= hi {
+        return Ok(n);
     }
     let values = &mut out[base..];
     match r.u8()? {
         VALUES_XOR => {
             let mut prev = 0u64;
-            for slot in values.iter_mut() {
+            for i in 0..hi {
                 prev ^= r.u64_le()?;
-                slot.value = f64::from_bits(prev);
+                if i >= lo {
+                    values[i - lo].value = f64::from_bits(prev);
+                }
             }
         }
         enc @ (VALUES_DECIMAL_DELTA | VALUES_DECIMAL_DOD) => {
@@ -231,22 +263,32 @@ fn decode_onto(
                 idx = idx.saturating_add(r.len("exception index", n)?);
                 exceptions.push((idx, f64::from_bits(r.u64_le()?)));
             }
-            let mut m = r.varint()?;
-            values[0].value = m as f64 / p;
+            let mut m = 0i64;
             let mut delta = 0i64;
-            for (i, slot) in values.iter_mut().enumerate().skip(1) {
+            for i in 0..hi {
                 let d = r.varint()?;
-                delta = if enc == VALUES_DECIMAL_DOD && i > 1 {
-                    delta.wrapping_add(d)
-                } else {
-                    d
-                };
-                m = m.wrapping_add(delta);
-                slot.value = m as f64 / p;
+                match i {
+                    0 => m = d,
+                    1 => {
+                        delta = d;
+                        m = m.wrapping_add(delta);
+                    }
+                    _ => {
+                        delta = if enc == VALUES_DECIMAL_DOD {
+                            delta.wrapping_add(d)
+                        } else {
+                            d
+                        };
+                        m = m.wrapping_add(delta);
+                    }
+                }
+                if i >= lo {
+                    values[i - lo].value = m as f64 / p;
+                }
             }
             for (i, v) in exceptions {
-                if let Some(slot) = values.get_mut(i) {
-                    slot.value = v;
+                if (lo..hi).contains(&i) {
+                    values[i - lo].value = v;
                 }
             }
         }
@@ -258,15 +300,6 @@ fn decode_onto(
             });
         }
     }
-    let mut keep = base;
-    for i in base..out.len() {
-        let t = out[i].timestamp_ms;
-        if t >= mint && t <= maxt {
-            out[keep] = out[i];
-            keep += 1;
-        }
-    }
-    out.truncate(keep);
     Ok(n)
 }
 
@@ -374,6 +407,32 @@ mod tests {
             }
             let samples: Vec<Sample> = samples.into_iter().filter(|s| s.value.is_finite()).collect();
             prop_assert!(same_bits(&round_trip(&samples), &samples));
+        }
+
+        #[test]
+        fn a_window_decodes_to_the_samples_in_it(
+            values in proptest::collection::vec(prop_oneof![
+                (-1_000_000i64..1_000_000).prop_map(|d| d as f64 / 100.0),
+                any::<f64>(),
+            ], 1..120),
+            lo in 0i64..130,
+            len in 0i64..130,
+            prefix in proptest::collection::vec(any::<u8>(), 0..3),
+        ) {
+            let samples: Vec<Sample> = values.iter().enumerate()
+                .map(|(i, &v)| Sample { timestamp_ms: i as i64 * 10, value: v })
+                .collect();
+            let mut buf = Vec::new();
+            encode(&samples, &mut buf);
+            let (mint, maxt) = (lo * 10 - 5, (lo + len) * 10);
+            // Appends after what `out` already holds.
+            let mut out: Vec<Sample> = prefix.iter().map(|&b| Sample { timestamp_ms: -1, value: b as f64 }).collect();
+            let n = decode(&mut Reader::new(&buf), mint, maxt, &mut out).unwrap();
+            prop_assert_eq!(n, samples.len());
+            let want: Vec<Sample> = prefix.iter().map(|&b| Sample { timestamp_ms: -1, value: b as f64 })
+                .chain(samples.iter().copied().filter(|s| s.timestamp_ms >= mint && s.timestamp_ms <= maxt))
+                .collect();
+            prop_assert!(same_bits(&out, &want));
         }
 
         #[test]
