@@ -69,6 +69,11 @@ impl WindowCursor {
         }
         (&s.floats[self.f0..self.f1], &s.hists[self.h0..self.h1])
     }
+
+    /// Indices of the last window's floats in the series.
+    pub(crate) fn float_bounds(&self) -> (usize, usize) {
+        (self.f0, self.f1)
+    }
 }
 
 fn is_stale_hist(h: &FloatHistogram) -> bool {

@@ -28,6 +28,9 @@ struct Step<'a> {
     /// Position of the first argument (the one Prometheus cites).
     pos: Pos,
     params: &'a [f64],
+    /// Known: no float in the window is below its predecessor, so a
+    /// counter needs no reset correction (see `range_function_rows`).
+    no_float_drops: bool,
 }
 
 fn float(v: f64) -> Out {
@@ -145,11 +148,25 @@ pub(crate) fn range_function_rows(
     let mut present = vec![false; n];
     let mut step_params = vec![0.0; params.len()];
     let mut row = Row::default();
+    // For counter functions, the number of drops (resets) up to each float
+    // sample: a window without any skips the reset correction pass, which
+    // adds nothing there (so results are exactly the same).
+    let counter_fn = matches!(c.name, "rate" | "increase");
+    let mut drops: Vec<u32> = Vec::new();
     for s in &arg.series {
         ev.check()?;
         row.points.clear();
         let mut produced_float = false;
         let mut cursor = WindowCursor::default();
+        if counter_fn {
+            drops.clear();
+            drops.push(0);
+            let mut acc = 0u32;
+            for w in s.floats.windows(2) {
+                acc += u32::from(w[1].1 < w[0].1);
+                drops.push(acc);
+            }
+        }
         for (i, present_i) in present.iter_mut().enumerate() {
             let ts = g.ts(i);
             let r = arg.ref_time(ts);
@@ -157,6 +174,8 @@ pub(crate) fn range_function_rows(
             if floats.is_empty() && hists.is_empty() {
                 continue;
             }
+            let (f0, f1) = cursor.float_bounds();
+            let no_float_drops = counter_fn && f1 > f0 && drops[f1 - 1] == drops[f0];
             *present_i = true;
             if absent {
                 continue;
@@ -174,6 +193,7 @@ pub(crate) fn range_function_rows(
                 labels: &s.labels,
                 pos,
                 params: &step_params,
+                no_float_drops,
             };
             if let Some((f, h)) = kernel(c.name, &step, &mut ev.annos)? {
                 produced_float |= h.is_none();
@@ -621,7 +641,7 @@ fn extrapolated_rate(s: &Step<'_>, a: &mut Annotations, is_counter: bool, is_rat
         first_t = s.floats[0].0;
         last_t = s.floats[n_minus_one].0;
         result_f = s.floats[n_minus_one].1 - s.floats[0].1;
-        if is_counter {
+        if is_counter && !s.no_float_drops {
             for w in s.floats.windows(2) {
                 if w[1].1 < w[0].1 {
                     result_f += w[0].1;
@@ -789,6 +809,7 @@ mod tests {
             labels,
             pos: Pos::default(),
             params: &[],
+            no_float_drops: false,
         }
     }
 
