@@ -283,7 +283,9 @@ fn decode_onto(
                     }
                 }
                 if i >= lo {
-                    values[i - lo].value = m as f64 / p;
+                    // Integers (scale 0, most counters) need no division:
+                    // x / 1.0 is x, bit for bit.
+                    values[i - lo].value = if scale == 0 { m as f64 } else { m as f64 / p };
                 }
             }
             for (i, v) in exceptions {
