@@ -421,31 +421,39 @@ fn mixed_schema_warning(ev: &mut Evaluator<'_>, a: &Agg, s: Input<'_>) {
     );
 }
 
+/// Adds a histogram sample to a `sum`/`avg` group.
+fn add_histogram(
+    ev: &mut Evaluator<'_>,
+    a: &Agg,
+    gr: &mut Group,
+    s: Input<'_>,
+    h: &Arc<FloatHistogram>,
+) {
+    gr.has_hist = true;
+    let Some(acc) = gr.h.take() else { return };
+    track_hint(gr, h);
+    match hist::add(&acc, h) {
+        Ok(r) => {
+            if r.nhcb_reconciled {
+                ev.annos.info(
+                    "mismatched custom buckets were reconciled during aggregation",
+                    a.expr_pos,
+                );
+            }
+            gr.h = Some(Box::new(r.h));
+        }
+        Err(_) => {
+            gr.h = Some(acc);
+            mixed_schema_warning(ev, a, s);
+            gr.incompatible = true;
+        }
+    }
+}
+
 fn accumulate(ev: &mut Evaluator<'_>, a: &Agg, gr: &mut Group, s: Input<'_>) {
     match a.op {
         AggOp::Sum => match s.h {
-            Some(h) => {
-                gr.has_hist = true;
-                if let Some(acc) = gr.h.take() {
-                    track_hint(gr, h);
-                    match hist::add(&acc, h) {
-                        Ok(r) => {
-                            if r.nhcb_reconciled {
-                                ev.annos.info(
-                                    "mismatched custom buckets were reconciled during aggregation",
-                                    a.expr_pos,
-                                );
-                            }
-                            gr.h = Some(Box::new(r.h));
-                        }
-                        Err(_) => {
-                            gr.h = Some(acc);
-                            mixed_schema_warning(ev, a, s);
-                            gr.incompatible = true;
-                        }
-                    }
-                }
-            }
+            Some(h) => add_histogram(ev, a, gr, s, h),
             None => {
                 gr.has_float = true;
                 (gr.f, gr.kahan) = kahan_inc(s.f, gr.f, gr.kahan);
@@ -454,28 +462,7 @@ fn accumulate(ev: &mut Evaluator<'_>, a: &Agg, gr: &mut Group, s: Input<'_>) {
         AggOp::Avg => {
             gr.count += 1.0;
             match s.h {
-                Some(h) => {
-                    gr.has_hist = true;
-                    if let Some(acc) = gr.h.take() {
-                        track_hint(gr, h);
-                        match hist::add(&acc, h) {
-                            Ok(r) => {
-                                if r.nhcb_reconciled {
-                                    ev.annos.info(
-                                        "mismatched custom buckets were reconciled during aggregation",
-                                        a.expr_pos,
-                                    );
-                                }
-                                gr.h = Some(Box::new(r.h));
-                            }
-                            Err(_) => {
-                                gr.h = Some(acc);
-                                mixed_schema_warning(ev, a, s);
-                                gr.incompatible = true;
-                            }
-                        }
-                    }
-                }
+                Some(h) => add_histogram(ev, a, gr, s, h),
                 None => {
                     gr.has_float = true;
                     if !gr.incremental_mean {

@@ -231,6 +231,19 @@ pub(crate) fn range_function_rows(
     Ok(present)
 }
 
+/// Whether `deriv`/`predict_linear` have the two floats a regression
+/// needs; notes histograms they ignore either way (as Prometheus does:
+/// not for an empty float window).
+fn regression_ready(s: &Step<'_>, a: &mut Annotations) -> bool {
+    if s.floats.is_empty() {
+        return false;
+    }
+    if !s.hists.is_empty() {
+        ignored_hist_info(a, s);
+    }
+    s.floats.len() >= 2
+}
+
 fn kernel(name: &str, s: &Step<'_>, a: &mut Annotations) -> Result<Out, QueryError> {
     Ok(match name {
         "rate" => extrapolated_rate(s, a, true, true),
@@ -239,27 +252,15 @@ fn kernel(name: &str, s: &Step<'_>, a: &mut Annotations) -> Result<Out, QueryErr
         "irate" => instant_value(s, a, true),
         "idelta" => instant_value(s, a, false),
         "deriv" => {
-            if s.floats.len() < 2 {
-                if s.floats.len() == 1 && !s.hists.is_empty() {
-                    ignored_hist_info(a, s);
-                }
+            if !regression_ready(s, a) {
                 return Ok(None);
-            }
-            if !s.hists.is_empty() {
-                ignored_hist_info(a, s);
             }
             let (slope, _) = linear_regression(s.floats, s.floats[0].0);
             float(slope)
         }
         "predict_linear" => {
-            if s.floats.len() < 2 {
-                if s.floats.len() == 1 && !s.hists.is_empty() {
-                    ignored_hist_info(a, s);
-                }
+            if !regression_ready(s, a) {
                 return Ok(None);
-            }
-            if !s.hists.is_empty() {
-                ignored_hist_info(a, s);
             }
             let d = s.params.first().copied().unwrap_or(0.0);
             let (slope, intercept) = linear_regression(s.floats, s.ts);
