@@ -309,6 +309,11 @@ impl Storage {
                 }
             })
         })?;
+        // Replayed series have no label ranks yet; give them some now
+        // rather than at the next cut, so queries sort them cheaply.
+        for h in heads.values_mut() {
+            h.rank_active_series();
+        }
         stats.wal_segments = replayed.segments;
         stats.wal_records = replayed.records;
         stats.wal_truncated_bytes = replayed.truncated_bytes;

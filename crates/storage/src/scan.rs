@@ -171,10 +171,12 @@ impl Cursor {
                 block,
             } => {
                 let (f0, h0) = (dst.0.len(), dst.1.len());
-                // A series may have a float and a histogram entry.
+                // A series may have a float and a histogram entry; the
+                // first is the current one (its labels were just compared).
+                let first = *at;
                 while let Some(&p) = positions.get(*at) {
                     let s = &index.series[p];
-                    if &s.labels != labels {
+                    if *at > first && &s.labels != labels {
                         break;
                     }
                     if block.as_ref().is_none_or(|(b, _)| *b != s.block) {
@@ -218,13 +220,22 @@ impl Cursor {
             }
             Cursor::Active { series, next } => {
                 if let Some((_, f, h)) = next.take() {
-                    dst.0.extend(f);
-                    dst.1.extend(h);
+                    // Often the only source of a series: move, not copy.
+                    append_or_move(&mut dst.0, f);
+                    append_or_move(&mut dst.1, h);
                 }
                 *next = series.next();
                 Ok(0)
             }
         }
+    }
+}
+
+fn append_or_move<T>(dst: &mut Vec<T>, mut src: Vec<T>) {
+    if dst.is_empty() {
+        *dst = src;
+    } else {
+        dst.append(&mut src);
     }
 }
 
@@ -343,24 +354,38 @@ impl Storage {
                     });
                 }
             }
-            let mut active = sel.active;
-            active.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            let mut series = active.into_iter();
+            let mut series = sel.active.into_iter();
             let next = series.next();
             cursors.push(Cursor::Active { series, next });
         }
+        let mut at_min = Vec::with_capacity(cursors.len());
         loop {
-            // The smallest current labels over all cursors (few cursors:
-            // a linear pass beats a heap).
-            let Some(labels) = cursors.iter().filter_map(Cursor::peek).min().cloned() else {
+            // The smallest current labels and the cursors holding them, in
+            // one linear pass (few cursors: that beats a heap, and each
+            // cursor's labels are compared once).
+            at_min.clear();
+            let mut min: Option<&Labels> = None;
+            for (i, c) in cursors.iter().enumerate() {
+                let Some(l) = c.peek() else { continue };
+                match min.map(|m| l.cmp(m)) {
+                    None | Some(std::cmp::Ordering::Less) => {
+                        min = Some(l);
+                        at_min.clear();
+                        at_min.push(i);
+                    }
+                    Some(std::cmp::Ordering::Equal) => at_min.push(i),
+                    Some(std::cmp::Ordering::Greater) => {}
+                }
+            }
+            let Some(labels) = min.cloned() else {
                 return Ok(());
             };
             let mut samples = (Vec::new(), Vec::new());
             let mut bytes = 0;
-            for c in cursors.iter_mut() {
-                if c.peek() == Some(&labels) {
-                    bytes += c.take(self, &labels, mint, maxt, &mut samples).await?;
-                }
+            for &i in &at_min {
+                bytes += cursors[i]
+                    .take(self, &labels, mint, maxt, &mut samples)
+                    .await?;
             }
             let (mut floats, mut hists) = samples;
             sort_dedup(&mut floats);

@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use miru_model::{HistogramSample, Labels, Sample};
 
-use super::{TenantHead, Timestamped, sort_dedup};
+use super::{HashMap, SeriesState, TenantHead, Timestamped, sort_dedup};
 use crate::part::PartName;
 
 /// Samples cut from the head for one UTC day, sorted by labels, waiting to
@@ -28,6 +28,7 @@ impl TenantHead {
         if self.active.is_empty() && self.active_histograms.is_empty() {
             return;
         }
+        self.rank_active_series();
         let mut floats: ByDay<Sample> = BTreeMap::new();
         let mut histograms: ByDay<HistogramSample> = BTreeMap::new();
         for (id, samples) in self.active.drain() {
@@ -44,8 +45,9 @@ impl TenantHead {
         for day in days {
             let mut series = floats.remove(&day).unwrap_or_default();
             let mut hseries = histograms.remove(&day).unwrap_or_default();
-            series.sort_by(|a, b| a.0.cmp(&b.0));
-            hseries.sort_by(|a, b| a.0.cmp(&b.0));
+            // Label order, through the ranks just assigned.
+            sort_by_rank(&self.series, &mut series);
+            sort_by_rank(&self.series, &mut hseries);
             let ends = series
                 .iter()
                 .map(|s| (s.1[0].timestamp_ms, s.1[s.1.len() - 1].timestamp_ms))
@@ -76,6 +78,26 @@ impl TenantHead {
         }
     }
 
+    /// Gives every series with active samples its rank in label order
+    /// under a new generation (see `sort_by_labels`): one sort of the labels
+    /// per cut, shared by the cut itself and the queries until the next.
+    pub(crate) fn rank_active_series(&mut self) {
+        let mut ids: Vec<u32> = self.active.keys().copied().collect();
+        ids.extend(
+            self.active_histograms
+                .keys()
+                .filter(|id| !self.active.contains_key(id)),
+        );
+        ids.sort_unstable_by(|a, b| self.series[a].labels.cmp(&self.series[b].labels));
+        self.rank_generation = self.rank_generation.wrapping_add(1).max(1);
+        let g = self.rank_generation;
+        for (rank, id) in ids.iter().enumerate() {
+            if let Some(s) = self.series.get_mut(id) {
+                s.label_rank = (g, rank as u32);
+            }
+        }
+    }
+
     /// Frozen generations waiting to be written, oldest first.
     pub(crate) fn frozen(&self) -> Vec<Arc<Frozen>> {
         self.frozen.clone()
@@ -94,6 +116,11 @@ impl TenantHead {
 
 /// Samples of one kind per UTC day: (labels, samples, head series id).
 type ByDay<T> = BTreeMap<i64, Vec<(Labels, Vec<T>, u32)>>;
+
+/// Sorts one day's series of the cut by the label ranks the cut assigned.
+fn sort_by_rank<T>(states: &HashMap<u32, SeriesState>, day: &mut [(Labels, Vec<T>, u32)]) {
+    day.sort_by_cached_key(|s| states[&s.2].label_rank.1);
+}
 
 /// Sorts one series' samples and files them under their UTC days.
 fn split_by_day<T: Timestamped + Clone>(

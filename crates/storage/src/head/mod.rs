@@ -42,6 +42,9 @@ struct SeriesState {
     last_append_s: u64,
     /// Newest exemplar timestamp, for exemplar ordering.
     max_exemplar_ts: i64,
+    /// Position in label order among the series of the last cut, valid
+    /// while `.0` equals the head's `rank_generation` (see `sort_by_labels`).
+    label_rank: (u32, u32),
 }
 
 /// The head of one tenant.
@@ -66,6 +69,8 @@ pub(crate) struct TenantHead {
     frozen: Vec<Arc<Frozen>>,
     exemplars: VecDeque<(u32, Exemplar)>,
     metadata: HashMap<String, MetricMetadata>,
+    /// Bumped by every cut that ranks series; 0 means "never ranked".
+    rank_generation: u32,
 }
 
 impl TenantHead {
@@ -85,6 +90,7 @@ impl TenantHead {
             frozen: Vec::new(),
             exemplars: VecDeque::new(),
             metadata: HashMap::default(),
+            rank_generation: 0,
         }
     }
 
@@ -106,6 +112,31 @@ impl TenantHead {
             0
         } else {
             self.active_max_ts.saturating_sub(self.active_min_ts)
+        }
+    }
+
+    /// Sorts head series ids by their labels. Queries sort the series they
+    /// select by labels (the scan merges sources in label order); comparing
+    /// ranks from the last cut, which sorted them anyway, spares most of the
+    /// string comparisons. Series created or idle since then have no valid
+    /// rank and are compared by labels, which agrees with the ranks, so the
+    /// order stays total and exact.
+    fn sort_by_labels(&self, ids: &mut [u32]) {
+        let g = self.rank_generation;
+        let mut keyed: Vec<(Option<u32>, &Labels, u32)> = ids
+            .iter()
+            .map(|id| {
+                let s = &self.series[id];
+                let rank = (g != 0 && s.label_rank.0 == g).then_some(s.label_rank.1);
+                (rank, &s.labels, *id)
+            })
+            .collect();
+        keyed.sort_unstable_by(|a, b| match (a.0, b.0) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            _ => a.1.cmp(b.1),
+        });
+        for (slot, k) in ids.iter_mut().zip(keyed) {
+            *slot = k.2;
         }
     }
 
@@ -150,6 +181,7 @@ impl TenantHead {
                 logged_in_segment: 0,
                 last_append_s: now_s,
                 max_exemplar_ts: i64::MIN,
+                label_rank: (0, 0),
             },
         );
         Some(id)

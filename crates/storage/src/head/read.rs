@@ -11,7 +11,7 @@ use crate::scan::{ScanBudget, samples_bytes};
 /// The head's share of a scan (see [`TenantHead::select_for_scan`]).
 pub(crate) struct HeadSelection {
     pub(crate) frozen: Vec<Arc<Frozen>>,
-    /// Labels and in-range samples of matching active series, unsorted.
+    /// Labels and in-range samples of matching active series, in label order.
     pub(crate) active: Vec<(Labels, Vec<Sample>, Vec<HistogramSample>)>,
 }
 
@@ -36,8 +36,9 @@ impl TenantHead {
 
     /// What a scan needs from the head, taken under its lock: the frozen
     /// generations overlapping the range (shared, immutable) and a copy of
-    /// the in-range active samples of matching series, charged to `budget`
-    /// as they are copied so an oversized query stops early.
+    /// the in-range active samples of matching series in label order,
+    /// charged to `budget` as they are copied so an oversized query stops
+    /// early.
     pub(crate) fn select_for_scan(
         &self,
         matchers: &[Matcher],
@@ -54,7 +55,9 @@ impl TenantHead {
         let mut active = Vec::new();
         if self.active_samples > 0 && self.active_min_ts <= maxt && self.active_max_ts >= mint {
             let in_range = |t: i64| t >= mint && t <= maxt;
-            for id in self.select_ids(matchers) {
+            let mut ids = self.select_ids(matchers);
+            self.sort_by_labels(&mut ids);
+            for id in ids {
                 let floats: Vec<Sample> = self
                     .active
                     .get(&id)

@@ -224,7 +224,18 @@ fn decode_onto(
             break;
         }
         if t >= mint {
-            lo = lo.min(i);
+            if lo == n {
+                lo = i;
+            }
+            // Once the spacing is known (second sample), room for the rest
+            // of the window, estimated from it (scrapes are regular),
+            // instead of growing the vector sample by sample; never more
+            // than the chunk holds.
+            if i == lo.max(1) {
+                let left = maxt.saturating_sub(t) / delta.max(1);
+                let left = usize::try_from(left).unwrap_or(usize::MAX);
+                out.reserve((n - i).min(left.saturating_add(1)));
+            }
             out.push(Sample {
                 timestamp_ms: t,
                 value: 0.0,
