@@ -209,6 +209,13 @@ pub struct Flags {
         global = true
     )]
     pub query_max_concurrent_per_tenant: Option<usize>,
+    /// Threads one query may use to read and decode series (0 = one per core).
+    #[arg(
+        long = "query.parallelism",
+        env = "MIRU_QUERY_PARALLELISM",
+        global = true
+    )]
+    pub query_parallelism: Option<usize>,
     /// Longest query text accepted, in bytes (0 = no limit).
     #[arg(
         long = "query.max-expression-bytes",
@@ -266,6 +273,7 @@ impl Flags {
         set!(self.query_max_memory_bytes => c.query.max_memory_bytes);
         set!(self.query_max_concurrent => c.query.max_concurrent);
         set!(self.query_max_concurrent_per_tenant => c.query.max_concurrent_per_tenant);
+        set!(self.query_parallelism => c.query.parallelism);
         set!(self.query_max_expression_bytes => c.query.max_expression_bytes);
         self.apply_object_store(&mut c);
         Ok(c)

@@ -123,6 +123,9 @@ pub struct QuerySection {
     pub max_concurrent_per_tenant: usize,
     /// Longest query text accepted, in bytes; 0 = no limit.
     pub max_expression_bytes: usize,
+    /// Threads one query may use to read and decode the series of a
+    /// selector; 0 = one per core.
+    pub parallelism: usize,
 }
 
 impl Default for QuerySection {
@@ -136,6 +139,7 @@ impl Default for QuerySection {
             max_concurrent: 16,
             max_concurrent_per_tenant: 8,
             max_expression_bytes: 128 << 10,
+            parallelism: 0,
         }
     }
 }

@@ -14,7 +14,7 @@ use miru_model::{LabelsBuilder, Matcher, TenantId};
 use miru_promql::{
     Engine, EngineOptions, QueryContext, QueryError, QueryResult, Series, SeriesSource,
 };
-use miru_storage::{ScanBudget, ScanLimit, Storage, StorageError};
+use miru_storage::{ScanBudget, ScanLimit, SeriesSamples, Storage, StorageError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::QuerySection;
@@ -88,6 +88,10 @@ impl QueryService {
             tenants: tenants.to_vec(),
             rt: tokio::runtime::Handle::current(),
             budget: ScanBudget::new(self.cfg.max_series as u64, self.cfg.max_memory_bytes),
+            parallelism: match self.cfg.parallelism {
+                0 => std::thread::available_parallelism().map_or(1, usize::from),
+                n => n,
+            },
         };
         let query = query.to_string();
         tokio::task::spawn_blocking(move || match kind {
@@ -169,6 +173,8 @@ struct StorageSource {
     rt: tokio::runtime::Handle,
     /// Shared by every selector of the query.
     budget: ScanBudget,
+    /// Threads a selector's scan may use (`query.parallelism`).
+    parallelism: usize,
 }
 
 /// The engine's error for a storage failure; limits name their setting.
@@ -201,26 +207,65 @@ impl SeriesSource for StorageSource {
             if !tenant_matchers.iter().all(|m| m.matches_value(t.as_str())) {
                 continue;
             }
-            let scan = self
-                .storage
-                .scan(t, &matchers, mint_ms, maxt_ms, &self.budget, |s| {
-                    let labels = if federated {
-                        let mut b = LabelsBuilder::with_capacity(s.labels.len() + 1);
-                        for l in s.labels.iter() {
-                            b.set(Arc::clone(&l.name), Arc::clone(&l.value));
-                        }
-                        b.set(TENANT_LABEL, t.as_str());
-                        b.build()
-                    } else {
-                        s.labels
-                    };
-                    out.push(Series {
-                        labels,
-                        floats: s.samples,
-                        histograms: s.histograms,
+            let to_series = |s: SeriesSamples| {
+                let labels = if federated {
+                    let mut b = LabelsBuilder::with_capacity(s.labels.len() + 1);
+                    for l in s.labels.iter() {
+                        b.set(Arc::clone(&l.name), Arc::clone(&l.value));
+                    }
+                    b.set(TENANT_LABEL, t.as_str());
+                    b.build()
+                } else {
+                    s.labels
+                };
+                Series {
+                    labels,
+                    floats: s.samples,
+                    histograms: s.histograms,
+                }
+            };
+            let plan = self.storage.plan_scan(
+                t,
+                &matchers,
+                mint_ms,
+                maxt_ms,
+                &self.budget,
+                self.parallelism,
+            );
+            let shards = self.rt.block_on(plan).map_err(source_error)?;
+            let run = |shard| {
+                let mut part = Vec::new();
+                let scan = self
+                    .storage
+                    .scan_shard(shard, mint_ms, maxt_ms, &self.budget, |s| {
+                        part.push(to_series(s))
                     });
+                self.rt.block_on(scan).map(|()| part)
+            };
+            if shards.len() == 1 {
+                for shard in shards {
+                    out.extend(run(shard).map_err(source_error)?);
+                }
+            } else {
+                // Shards cover ascending label ranges: the first is decoded
+                // here, the others on threads of their own; concatenated in
+                // order.
+                let mut shards = shards.into_iter();
+                let first = shards.next().expect("BUG: several shards");
+                let parts: Vec<Result<Vec<Series>, StorageError>> = std::thread::scope(|s| {
+                    let others: Vec<_> = shards.map(|shard| s.spawn(|| run(shard))).collect();
+                    std::iter::once(run(first))
+                        .chain(
+                            others
+                                .into_iter()
+                                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
+                        )
+                        .collect()
                 });
-            self.rt.block_on(scan).map_err(source_error)?;
+                for part in parts {
+                    out.extend(part.map_err(source_error)?);
+                }
+            }
         }
         if federated {
             out.sort_by(|a, b| a.labels.cmp(&b.labels));

@@ -29,7 +29,7 @@ use object_store::ObjectStore;
 
 pub use catalog::PartEntry;
 pub use compact::CompactionStats;
-pub use scan::{ScanBudget, ScanLimit, SeriesSamples};
+pub use scan::{ScanBudget, ScanLimit, ScanShard, SeriesSamples};
 pub use store::{ObjectStoreConfig, build_object_store};
 
 use head::{HeadLimits, TenantHead};

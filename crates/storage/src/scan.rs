@@ -122,9 +122,22 @@ enum Cursor {
         at: usize,
     },
     Active {
-        series: std::vec::IntoIter<(Labels, Vec<Sample>, Vec<HistogramSample>)>,
-        next: Option<(Labels, Vec<Sample>, Vec<HistogramSample>)>,
+        /// In label order; samples are taken out as the scan passes.
+        series: Vec<(Labels, Vec<Sample>, Vec<HistogramSample>)>,
+        at: usize,
     },
+}
+
+/// Fewest series (in the largest source) worth a shard of their own: below
+/// this, a thread costs more than it saves.
+const MIN_SERIES_PER_SHARD: usize = 1024;
+
+/// One part of a scan: every source restricted to one label range. The
+/// shards of a scan cover disjoint, ascending label ranges, so they can run
+/// at once (on threads of their own) and their outputs, concatenated in
+/// order, are the whole scan's (see [`Storage::plan_scan`]).
+pub struct ScanShard {
+    cursors: Vec<Cursor>,
 }
 
 impl Cursor {
@@ -146,7 +159,92 @@ impl Cursor {
                 positions,
                 at,
             } => positions.get(*at).map(|&p| &frozen.histograms[p].0),
-            Cursor::Active { next, .. } => next.as_ref().map(|n| &n.0),
+            Cursor::Active { series, at } => series.get(*at).map(|n| &n.0),
+        }
+    }
+
+    /// Series entries left (a series may count twice in a part: float and
+    /// histogram entries).
+    fn len(&self) -> usize {
+        match self {
+            Cursor::Part { positions, at, .. }
+            | Cursor::FrozenFloats { positions, at, .. }
+            | Cursor::FrozenHistograms { positions, at, .. } => positions.len() - at,
+            Cursor::Active { series, at } => series.len() - at,
+        }
+    }
+
+    /// Labels of the `i`-th entry left (`i < self.len()`).
+    fn labels_at(&self, i: usize) -> &Labels {
+        match self {
+            Cursor::Part {
+                index,
+                positions,
+                at,
+                ..
+            } => &index.series[positions[at + i]].labels,
+            Cursor::FrozenFloats {
+                frozen,
+                positions,
+                at,
+            } => &frozen.series[positions[at + i]].0,
+            Cursor::FrozenHistograms {
+                frozen,
+                positions,
+                at,
+            } => &frozen.histograms[positions[at + i]].0,
+            Cursor::Active { series, at } => &series[at + i].0,
+        }
+    }
+
+    /// Moves the entries with labels `>= split` into a new cursor.
+    fn split_off(&mut self, split: &Labels) -> Cursor {
+        // Entries are in label order: binary search for the first `>= split`.
+        let (mut keep, mut hi) = (0, self.len());
+        while keep < hi {
+            let mid = keep + (hi - keep) / 2;
+            if self.labels_at(mid) < split {
+                keep = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        match self {
+            Cursor::Part {
+                reader,
+                index,
+                positions,
+                at,
+                ..
+            } => Cursor::Part {
+                reader: reader.clone(),
+                index: Arc::clone(index),
+                positions: positions.split_off(*at + keep),
+                at: 0,
+                block: None,
+            },
+            Cursor::FrozenFloats {
+                frozen,
+                positions,
+                at,
+            } => Cursor::FrozenFloats {
+                frozen: Arc::clone(frozen),
+                positions: positions.split_off(*at + keep),
+                at: 0,
+            },
+            Cursor::FrozenHistograms {
+                frozen,
+                positions,
+                at,
+            } => Cursor::FrozenHistograms {
+                frozen: Arc::clone(frozen),
+                positions: positions.split_off(*at + keep),
+                at: 0,
+            },
+            Cursor::Active { series, at } => Cursor::Active {
+                series: series.split_off(*at + keep),
+                at: 0,
+            },
         }
     }
 
@@ -218,13 +316,12 @@ impl Cursor {
                 *at += 1;
                 Ok(samples_bytes(&[], &dst.1[h0..]))
             }
-            Cursor::Active { series, next } => {
-                if let Some((_, f, h)) = next.take() {
-                    // Often the only source of a series: move, not copy.
-                    append_or_move(&mut dst.0, f);
-                    append_or_move(&mut dst.1, h);
-                }
-                *next = series.next();
+            Cursor::Active { series, at } => {
+                let (_, f, h) = &mut series[*at];
+                // Often the only source of a series: move, not copy.
+                append_or_move(&mut dst.0, std::mem::take(f));
+                append_or_move(&mut dst.1, std::mem::take(h));
+                *at += 1;
                 Ok(0)
             }
         }
@@ -237,6 +334,29 @@ fn append_or_move<T>(dst: &mut Vec<T>, mut src: Vec<T>) {
     } else {
         dst.append(&mut src);
     }
+}
+
+/// Splits a scan's cursors into at most `max_shards` shards of about equal
+/// size, at labels taken from the largest source.
+fn into_shards(mut cursors: Vec<Cursor>, max_shards: usize) -> Vec<ScanShard> {
+    let Some(largest) = cursors.iter().max_by_key(|c| c.len()) else {
+        return vec![ScanShard { cursors }];
+    };
+    let n = max_shards.min(largest.len() / MIN_SERIES_PER_SHARD).max(1);
+    let mut splits: Vec<Labels> = (1..n)
+        .map(|j| largest.labels_at(largest.len() * j / n).clone())
+        .collect();
+    splits.dedup();
+    let mut shards = Vec::with_capacity(splits.len() + 1);
+    for split in &splits {
+        let tail: Vec<Cursor> = cursors.iter_mut().map(|c| c.split_off(split)).collect();
+        let head = std::mem::replace(&mut cursors, tail);
+        shards.push(ScanShard {
+            cursors: head.into_iter().filter(|c| c.len() > 0).collect(),
+        });
+    }
+    shards.push(ScanShard { cursors });
+    shards
 }
 
 /// Positions in a frozen generation's label-sorted list of series that
@@ -315,6 +435,32 @@ impl Storage {
         budget: &ScanBudget,
         mut visit: impl FnMut(SeriesSamples),
     ) -> Result<(), StorageError> {
+        for shard in self
+            .plan_scan(tenant, matchers, mint, maxt, budget, 1)
+            .await?
+        {
+            self.scan_shard(shard, mint, maxt, budget, &mut visit)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Prepares the scan of [`Storage::scan`] in at most `max_shards`
+    /// shards over disjoint label ranges, so that decoding, the bulk of a
+    /// scan, can use several cores: run each with [`Storage::scan_shard`]
+    /// (at once, on threads of their own) and concatenate their outputs in
+    /// shard order. Part indexes are loaded and the head's samples copied
+    /// (and charged to `budget`) here; the shards read and decode the part
+    /// blocks. Small scans get one shard.
+    pub async fn plan_scan(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        budget: &ScanBudget,
+        max_shards: usize,
+    ) -> Result<Vec<ScanShard>, StorageError> {
         // Sources oldest first: on equal timestamps the last one wins.
         let mut cursors = Vec::new();
         for reader in self.parts_for(tenant, mint, maxt) {
@@ -354,11 +500,32 @@ impl Storage {
                     });
                 }
             }
-            let mut series = sel.active.into_iter();
-            let next = series.next();
-            cursors.push(Cursor::Active { series, next });
+            if !sel.active.is_empty() {
+                cursors.push(Cursor::Active {
+                    series: sel.active,
+                    at: 0,
+                });
+            }
         }
+        Ok(into_shards(cursors, max_shards))
+    }
+
+    /// Runs one shard of a scan planned by [`Storage::plan_scan`] with the
+    /// same `mint`, `maxt` and `budget`: calls `visit` with its series in
+    /// label order.
+    pub async fn scan_shard(
+        &self,
+        shard: ScanShard,
+        mint: i64,
+        maxt: i64,
+        budget: &ScanBudget,
+        mut visit: impl FnMut(SeriesSamples),
+    ) -> Result<(), StorageError> {
+        let mut cursors = shard.cursors;
         let mut at_min = Vec::with_capacity(cursors.len());
+        // Series of one scan hold similar numbers of samples: start each
+        // with room for as many as the previous one.
+        let mut room = 0;
         loop {
             // The smallest current labels and the cursors holding them, in
             // one linear pass (few cursors: that beats a heap, and each
@@ -380,7 +547,7 @@ impl Storage {
             let Some(labels) = min.cloned() else {
                 return Ok(());
             };
-            let mut samples = (Vec::new(), Vec::new());
+            let mut samples = (Vec::with_capacity(room), Vec::new());
             let mut bytes = 0;
             for &i in &at_min {
                 bytes += cursors[i]
@@ -390,6 +557,7 @@ impl Storage {
             let (mut floats, mut hists) = samples;
             sort_dedup(&mut floats);
             sort_dedup(&mut hists);
+            room = floats.len();
             if floats.is_empty() && hists.is_empty() {
                 continue;
             }
