@@ -21,6 +21,12 @@ impl Annotations {
         self.infos.insert(format!("PromQL info: {msg} ({pos})"));
     }
 
+    /// Adds the annotations of `other` (raised by work done elsewhere).
+    pub(crate) fn merge(&mut self, other: Annotations) {
+        self.warnings.extend(other.warnings);
+        self.infos.extend(other.infos);
+    }
+
     pub(crate) fn into_parts(self) -> (Vec<String>, Vec<String>) {
         (
             self.warnings.into_iter().collect(),

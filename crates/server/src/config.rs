@@ -124,7 +124,7 @@ pub struct QuerySection {
     /// Longest query text accepted, in bytes; 0 = no limit.
     pub max_expression_bytes: usize,
     /// Threads one query may use to read and decode the series of a
-    /// selector; 0 = one per core.
+    /// selector and to compute range functions over them; 0 = one per core.
     pub parallelism: usize,
 }
 

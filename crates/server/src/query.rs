@@ -48,6 +48,7 @@ impl QueryService {
         let engine = Engine::new(EngineOptions {
             lookback_delta_ms: cfg.lookback_delta.as_millis() as i64,
             max_samples: cfg.max_samples,
+            parallelism: threads_per_query(&cfg),
             ..EngineOptions::default()
         });
         QueryService {
@@ -88,10 +89,7 @@ impl QueryService {
             tenants: tenants.to_vec(),
             rt: tokio::runtime::Handle::current(),
             budget: ScanBudget::new(self.cfg.max_series as u64, self.cfg.max_memory_bytes),
-            parallelism: match self.cfg.parallelism {
-                0 => std::thread::available_parallelism().map_or(1, usize::from),
-                n => n,
-            },
+            parallelism: threads_per_query(&self.cfg),
         };
         let query = query.to_string();
         tokio::task::spawn_blocking(move || match kind {
@@ -152,6 +150,14 @@ impl QueryService {
             .await?,
         );
         Ok(permits)
+    }
+}
+
+/// `query.parallelism`, with 0 meaning one thread per core.
+fn threads_per_query(cfg: &QuerySection) -> usize {
+    match cfg.parallelism {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
     }
 }
 

@@ -9,7 +9,7 @@ mod binary;
 pub(crate) mod rows;
 mod select;
 
-pub(crate) use select::WindowCursor;
+pub(crate) use select::{RangeArg, WindowCursor};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +42,10 @@ pub struct EngineOptions {
     /// `eval/rows.rs`). Off only to cross-check against the step-major
     /// model, which must give identical results.
     pub series_at_a_time: bool,
+    /// Threads a range function (`rate`, `*_over_time`, ...) may spread
+    /// its series over; 1 = the evaluating thread only. Results are the
+    /// same whatever the number.
+    pub parallelism: usize,
 }
 
 impl Default for EngineOptions {
@@ -51,6 +55,7 @@ impl Default for EngineOptions {
             max_samples: 50_000_000,
             default_eval_step_ms: 60_000,
             series_at_a_time: true,
+            parallelism: 1,
         }
     }
 }
@@ -305,6 +310,24 @@ impl Grid {
     }
 }
 
+/// Fails when the query was canceled or ran out of time; the clock is read
+/// every 16th call (`checks` counts them).
+pub(crate) fn check_ctx(ctx: &QueryContext, checks: &mut u32) -> Result<(), QueryError> {
+    if let Some(c) = &ctx.cancel
+        && c.load(Ordering::Relaxed)
+    {
+        return Err(QueryError::Canceled);
+    }
+    *checks = checks.wrapping_add(1);
+    if let Some(d) = ctx.deadline
+        && checks.is_multiple_of(16)
+        && Instant::now() >= d
+    {
+        return Err(QueryError::Timeout);
+    }
+    Ok(())
+}
+
 pub(crate) struct Evaluator<'a> {
     pub(crate) src: &'a dyn SeriesSource,
     pub(crate) opts: &'a EngineOptions,
@@ -338,19 +361,12 @@ impl<'a> Evaluator<'a> {
 
     /// Fails when the query was canceled or ran out of time.
     pub(crate) fn check(&mut self) -> Result<(), QueryError> {
-        if let Some(c) = &self.ctx.cancel
-            && c.load(Ordering::Relaxed)
-        {
-            return Err(QueryError::Canceled);
-        }
-        self.checks = self.checks.wrapping_add(1);
-        if let Some(d) = self.ctx.deadline
-            && self.checks.is_multiple_of(16)
-            && Instant::now() >= d
-        {
-            return Err(QueryError::Timeout);
-        }
-        Ok(())
+        check_ctx(self.ctx, &mut self.checks)
+    }
+
+    /// The query's limits, for work done off the evaluator (other threads).
+    pub(crate) fn ctx(&self) -> &'a QueryContext {
+        self.ctx
     }
 
     pub(crate) fn count_samples(&mut self, n: usize) -> Result<(), QueryError> {

@@ -129,6 +129,7 @@ mod tests {
     fn run(
         src: &MemorySource,
         series_at_a_time: bool,
+        parallelism: usize,
         q: &str,
         start: i64,
         end: i64,
@@ -136,6 +137,7 @@ mod tests {
     ) -> String {
         let e = Engine::new(EngineOptions {
             series_at_a_time,
+            parallelism,
             ..EngineOptions::default()
         });
         let ctx = QueryContext::default();
@@ -198,9 +200,13 @@ mod tests {
             let start = start * 30_000;
             let end = start + steps * step * 30_000;
             for q in QUERIES {
-                let rows = run(&src, true, q, start, end, step * 30_000);
-                let steps = run(&src, false, q, start, end, step * 30_000);
-                prop_assert_eq!(rows, steps, "query {}", q);
+                let rows = run(&src, true, 1, q, start, end, step * 30_000);
+                let steps = run(&src, false, 1, q, start, end, step * 30_000);
+                prop_assert_eq!(&rows, &steps, "query {}", q);
+                // Range functions spread over threads (tiny rounds in
+                // tests, so several rounds and workers are exercised).
+                let threads = run(&src, true, 3, q, start, end, step * 30_000);
+                prop_assert_eq!(&rows, &threads, "query {} on 3 threads", q);
             }
         }
     }

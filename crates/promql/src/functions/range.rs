@@ -9,7 +9,9 @@ use super::{absent_labels, kahan_inc, metric_name, quantile};
 use crate::QueryError;
 use crate::annotations::{Annotations, fmt_g};
 use crate::eval::rows::{Point, Row, RowVisitor, scatter};
-use crate::eval::{Evaluator, Grid, Sample, Val, Vector, WindowCursor};
+use crate::eval::{
+    Evaluator, Grid, MSeries, QueryContext, RangeArg, Sample, Val, Vector, WindowCursor, check_ctx,
+};
 use crate::histogram as hist;
 use crate::plan::{Call, ValueType};
 use crate::position::Pos;
@@ -142,24 +144,121 @@ pub(crate) fn range_function_rows(
         }
     }
     let arg = ev.range_arg(&c.args[mi], g)?;
-    let pos = c.arg_pos.first().copied().unwrap_or(c.pos);
+    let job = RangeJob {
+        name: c.name,
+        g,
+        arg: &arg,
+        params: &params,
+        pos: c.arg_pos.first().copied().unwrap_or(c.pos),
+        ctx: ev.ctx(),
+    };
     let keeps_name = matches!(c.name, "last_over_time" | "first_over_time");
-    let absent = c.name == "absent_over_time";
     let mut present = vec![false; n];
-    let mut step_params = vec![0.0; params.len()];
+    let workers = ev.opts.parallelism.max(1);
     let mut row = Row::default();
-    // For counter functions, the number of drops (resets) up to each float
-    // sample: a window without any skips the reset correction pass, which
-    // adds nothing there (so results are exactly the same).
-    let counter_fn = matches!(c.name, "rate" | "increase");
-    let mut drops: Vec<u32> = Vec::new();
-    for s in &arg.series {
-        ev.check()?;
-        row.points.clear();
-        let mut produced_float = false;
-        let mut cursor = WindowCursor::default();
+    // Rounds bound what the workers hold before it is counted and consumed.
+    for round in arg.series.chunks(workers * ROUND_SERIES_PER_WORKER) {
+        let outs = if workers > 1 && round.len() >= 2 * MIN_SERIES_PER_WORKER {
+            let per = round.len().div_ceil(workers);
+            let batches: Vec<Batch> = std::thread::scope(|sc| {
+                let mut chunks = round.chunks(per);
+                let first = chunks.next().expect("BUG: a round holds series");
+                let others: Vec<_> = chunks.map(|ch| sc.spawn(|| job.run(ch))).collect();
+                std::iter::once(job.run(first))
+                    .chain(
+                        others
+                            .into_iter()
+                            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
+                    )
+                    .collect()
+            });
+            batches
+        } else {
+            vec![job.run(round)]
+        };
+        // Consumed in series order, so errors, limits and the visitor see
+        // exactly what a single thread would have produced.
+        let mut series = round.iter();
+        for b in outs {
+            ev.annos.merge(b.annos);
+            for (p, q) in present.iter_mut().zip(&b.present) {
+                *p |= q;
+            }
+            for out in b.rows {
+                let s = series.next().expect("BUG: one result per series");
+                let points = out?;
+                // Step results hold memory too: they count against max_samples.
+                ev.count_samples(points.len())?;
+                if points.is_empty() {
+                    continue;
+                }
+                row.points = points;
+                row.labels = s.labels.clone();
+                row.drop_name = !keeps_name || s.drop_name;
+                visit(ev, &mut row)?;
+            }
+        }
+    }
+    Ok(present)
+}
+
+/// Series a worker takes per round of a parallel range function (tiny in
+/// tests, so that the property tests exercise several rounds and workers).
+const ROUND_SERIES_PER_WORKER: usize = if cfg!(test) { 1 } else { 2048 };
+/// Fewest series per worker worth a thread.
+const MIN_SERIES_PER_WORKER: usize = if cfg!(test) { 1 } else { 256 };
+
+/// One range function over a range argument, computable for any slice of
+/// its series independently (so slices can run on several threads).
+struct RangeJob<'a> {
+    name: &'a str,
+    g: Grid,
+    arg: &'a RangeArg,
+    /// Scalar parameters, one value per step.
+    params: &'a [Vec<f64>],
+    pos: Pos,
+    ctx: &'a QueryContext,
+}
+
+/// What [`RangeJob::run`] computed for a slice of series: per series its
+/// points (results stop at the first error), the steps with a non-empty
+/// window, and the annotations raised.
+struct Batch {
+    rows: Vec<Result<Vec<Point>, QueryError>>,
+    present: Vec<bool>,
+    annos: Annotations,
+}
+
+impl RangeJob<'_> {
+    fn run(&self, series: &[MSeries]) -> Batch {
+        let n = self.g.len();
+        let mut b = Batch {
+            rows: Vec::with_capacity(series.len()),
+            present: vec![false; n],
+            annos: Annotations::default(),
+        };
+        let mut checks = 0u32;
+        for s in series {
+            let r = check_ctx(self.ctx, &mut checks).and_then(|()| self.series(s, &mut b));
+            let failed = r.is_err();
+            b.rows.push(r);
+            if failed {
+                break;
+            }
+        }
+        b
+    }
+
+    fn series(&self, s: &MSeries, b: &mut Batch) -> Result<Vec<Point>, QueryError> {
+        let (g, arg) = (self.g, self.arg);
+        let absent = self.name == "absent_over_time";
+        // For counter functions, the number of drops (resets) up to each
+        // float sample: a window without any skips the reset correction
+        // pass, which adds nothing there (so results are exactly the same).
+        let counter_fn = matches!(self.name, "rate" | "increase");
+        let mut drops: Vec<u32> = Vec::new();
         if counter_fn {
-            drops.clear();
+            drops.reserve(s.floats.len());
             drops.push(0);
             let mut acc = 0u32;
             for w in s.floats.windows(2) {
@@ -167,7 +266,11 @@ pub(crate) fn range_function_rows(
                 drops.push(acc);
             }
         }
-        for (i, present_i) in present.iter_mut().enumerate() {
+        let mut points = Vec::new();
+        let mut produced_float = false;
+        let mut cursor = WindowCursor::default();
+        let mut step_params = vec![0.0; self.params.len()];
+        for (i, present_i) in b.present.iter_mut().enumerate() {
             let ts = g.ts(i);
             let r = arg.ref_time(ts);
             let (floats, hists) = cursor.window(s, r, arg.range_ms);
@@ -180,7 +283,7 @@ pub(crate) fn range_function_rows(
             if absent {
                 continue;
             }
-            for (k, p) in params.iter().enumerate() {
+            for (k, p) in self.params.iter().enumerate() {
                 step_params[k] = p.get(i).copied().unwrap_or(f64::NAN);
             }
             let step = Step {
@@ -191,44 +294,36 @@ pub(crate) fn range_function_rows(
                 range_ms: arg.range_ms,
                 ts,
                 labels: &s.labels,
-                pos,
+                pos: self.pos,
                 params: &step_params,
                 no_float_drops,
             };
-            if let Some((f, h)) = kernel(c.name, &step, &mut ev.annos)? {
+            if let Some((f, h)) = kernel(self.name, &step, &mut b.annos)? {
                 produced_float |= h.is_none();
-                row.points.push(Point {
+                points.push(Point {
                     step: i as u32,
                     f,
                     h,
                 });
             }
         }
-        // Step results hold memory too: they count against max_samples.
-        ev.count_samples(row.points.len())?;
-        if matches!(c.name, "rate" | "increase") && produced_float {
+        if counter_fn && produced_float {
             let name = metric_name(&s.labels);
             if !name.is_empty()
                 && !["_total", "_sum", "_count", "_bucket"]
                     .iter()
                     .any(|suf| name.ends_with(suf))
             {
-                ev.annos.info(
+                b.annos.info(
                     format!(
                         "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {name:?}"
                     ),
-                    pos,
+                    self.pos,
                 );
             }
         }
-        if row.points.is_empty() {
-            continue;
-        }
-        row.labels = s.labels.clone();
-        row.drop_name = !keeps_name || s.drop_name;
-        visit(ev, &mut row)?;
+        Ok(points)
     }
-    Ok(present)
 }
 
 /// Whether `deriv`/`predict_linear` have the two floats a regression
