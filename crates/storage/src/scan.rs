@@ -111,13 +111,10 @@ enum Cursor {
         /// label order, so consecutive series mostly share it.
         block: Option<(u32, Vec<u8>)>,
     },
-    FrozenFloats {
+    /// The float or (`histograms`) the histogram series of a generation.
+    Frozen {
         frozen: Arc<Frozen>,
-        positions: Vec<usize>,
-        at: usize,
-    },
-    FrozenHistograms {
-        frozen: Arc<Frozen>,
+        histograms: bool,
         positions: Vec<usize>,
         at: usize,
     },
@@ -142,34 +139,16 @@ pub struct ScanShard {
 
 impl Cursor {
     fn peek(&self) -> Option<&Labels> {
-        match self {
-            Cursor::Part {
-                index,
-                positions,
-                at,
-                ..
-            } => positions.get(*at).map(|&p| &index.series[p].labels),
-            Cursor::FrozenFloats {
-                frozen,
-                positions,
-                at,
-            } => positions.get(*at).map(|&p| &frozen.series[p].0),
-            Cursor::FrozenHistograms {
-                frozen,
-                positions,
-                at,
-            } => positions.get(*at).map(|&p| &frozen.histograms[p].0),
-            Cursor::Active { series, at } => series.get(*at).map(|n| &n.0),
-        }
+        (self.len() > 0).then(|| self.labels_at(0))
     }
 
     /// Series entries left (a series may count twice in a part: float and
     /// histogram entries).
     fn len(&self) -> usize {
         match self {
-            Cursor::Part { positions, at, .. }
-            | Cursor::FrozenFloats { positions, at, .. }
-            | Cursor::FrozenHistograms { positions, at, .. } => positions.len() - at,
+            Cursor::Part { positions, at, .. } | Cursor::Frozen { positions, at, .. } => {
+                positions.len() - at
+            }
             Cursor::Active { series, at } => series.len() - at,
         }
     }
@@ -183,13 +162,15 @@ impl Cursor {
                 at,
                 ..
             } => &index.series[positions[at + i]].labels,
-            Cursor::FrozenFloats {
+            Cursor::Frozen {
                 frozen,
+                histograms: false,
                 positions,
                 at,
             } => &frozen.series[positions[at + i]].0,
-            Cursor::FrozenHistograms {
+            Cursor::Frozen {
                 frozen,
+                histograms: true,
                 positions,
                 at,
             } => &frozen.histograms[positions[at + i]].0,
@@ -223,21 +204,14 @@ impl Cursor {
                 at: 0,
                 block: None,
             },
-            Cursor::FrozenFloats {
+            Cursor::Frozen {
                 frozen,
+                histograms,
                 positions,
                 at,
-            } => Cursor::FrozenFloats {
+            } => Cursor::Frozen {
                 frozen: Arc::clone(frozen),
-                positions: positions.split_off(*at + keep),
-                at: 0,
-            },
-            Cursor::FrozenHistograms {
-                frozen,
-                positions,
-                at,
-            } => Cursor::FrozenHistograms {
-                frozen: Arc::clone(frozen),
+                histograms: *histograms,
                 positions: positions.split_off(*at + keep),
                 at: 0,
             },
@@ -292,29 +266,24 @@ impl Cursor {
                 }
                 Ok(samples_bytes(&dst.0[f0..], &dst.1[h0..]))
             }
-            Cursor::FrozenFloats {
+            Cursor::Frozen {
                 frozen,
+                histograms,
                 positions,
                 at,
             } => {
-                let f0 = dst.0.len();
-                let samples = &frozen.series[positions[*at]].1;
-                dst.0
-                    .extend(samples.iter().filter(|s| in_range(s.timestamp_ms)));
+                let (f0, h0) = (dst.0.len(), dst.1.len());
+                let p = positions[*at];
+                if *histograms {
+                    let samples = frozen.histograms[p].1.iter();
+                    dst.1
+                        .extend(samples.filter(|s| in_range(s.timestamp_ms)).cloned());
+                } else {
+                    let samples = frozen.series[p].1.iter();
+                    dst.0.extend(samples.filter(|s| in_range(s.timestamp_ms)));
+                }
                 *at += 1;
-                Ok(samples_bytes(&dst.0[f0..], &[]))
-            }
-            Cursor::FrozenHistograms {
-                frozen,
-                positions,
-                at,
-            } => {
-                let h0 = dst.1.len();
-                let samples = &frozen.histograms[positions[*at]].1;
-                dst.1
-                    .extend(samples.iter().filter(|s| in_range(s.timestamp_ms)).cloned());
-                *at += 1;
-                Ok(samples_bytes(&[], &dst.1[h0..]))
+                Ok(samples_bytes(&dst.0[f0..], &dst.1[h0..]))
             }
             Cursor::Active { series, at } => {
                 let (_, f, h) = &mut series[*at];
@@ -485,19 +454,15 @@ impl Storage {
             for frozen in sel.frozen {
                 let floats = frozen_positions(&frozen.series, matchers, mint, maxt);
                 let hists = frozen_positions(&frozen.histograms, matchers, mint, maxt);
-                if !floats.is_empty() {
-                    cursors.push(Cursor::FrozenFloats {
-                        frozen: Arc::clone(&frozen),
-                        positions: floats,
-                        at: 0,
-                    });
-                }
-                if !hists.is_empty() {
-                    cursors.push(Cursor::FrozenHistograms {
-                        frozen,
-                        positions: hists,
-                        at: 0,
-                    });
+                for (histograms, positions) in [(false, floats), (true, hists)] {
+                    if !positions.is_empty() {
+                        cursors.push(Cursor::Frozen {
+                            frozen: Arc::clone(&frozen),
+                            histograms,
+                            positions,
+                            at: 0,
+                        });
+                    }
                 }
             }
             if !sel.active.is_empty() {
