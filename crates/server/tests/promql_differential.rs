@@ -12,6 +12,8 @@
 //! `[15m:30s]` at a whole minute puts an inner step exactly on the window
 //! start, which 2.42 includes and Prometheus 3 (and miru) exclude; that
 //! query gave 2.840 (miru) vs 1.816 (2.42) at one step when tried.
+//! The remaining difference, extrapolation of a counter created inside the
+//! window, is checked on its own with both versions' expected values.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -108,6 +110,14 @@ fn workload(t0: i64) -> Vec<TimeSeries> {
             &(0..SAMPLES).map(|i| (ts(i), 1.0)).collect::<Vec<_>>(),
         ));
     }
+    // A counter created 25 minutes in, at 10 and +1/s: the one documented
+    // deviation (see `counter_created_inside_the_window_follows_prometheus_3`).
+    out.push(series(
+        &[("__name__", "fresh_requests_total"), ("job", "api")],
+        &(100..SAMPLES)
+            .map(|i| (ts(i), 10.0 + 15.0 * (i - 100) as f64))
+            .collect::<Vec<_>>(),
+    ));
     // An info-style metric to join on.
     for (instance, version) in [("a:1", "1.2"), ("a:2", "1.3"), ("d:1", "9.6")] {
         out.push(series(
@@ -374,5 +384,37 @@ fn same_answers_as_prometheus() {
         failures.len(),
         QUERIES.len() * 2,
         failures.join("\n")
+    );
+    counter_created_inside_the_window_follows_prometheus_3(&s.url(""), &prom_base, &end_s);
+}
+
+/// The one place the data does not avoid a 2.x/3.x difference, checked
+/// instead: `fresh_requests_total` has 20 samples 15 s apart (first value
+/// 10, increase 285 over 285 s), the first 67 s after the start of a 6 m
+/// window ending 8 s after the last. Both versions extrapolate 8 s at the
+/// end. At the start, Prometheus 3 (and miru) first cap the 67 s at half an
+/// interval (7.5 s, since 67 s exceeds 1.1 intervals), then at the counter's
+/// zero point (10 s, no change): rate = (285 + 7.5 + 8) / 360. Prometheus
+/// 2.42 caps at the zero point first (10 s), which is then under the
+/// threshold and kept: (285 + 10 + 8) / 360.
+fn counter_created_inside_the_window_follows_prometheus_3(miru: &str, prom: &str, end_s: &str) {
+    let form = [("query", "rate(fresh_requests_total[6m])"), ("time", end_s)];
+    let value = |base: &str| -> f64 {
+        let body = query(base, "/api/v1/query", &form);
+        let v = &body["data"]["result"][0]["value"][1];
+        v.as_str()
+            .and_then(|x| x.parse().ok())
+            .unwrap_or_else(|| panic!("{base}: no single value in {body}"))
+    };
+    let (m, p) = (value(miru), value(prom));
+    assert!(
+        close(m, 300.5 / 360.0),
+        "miru: {m}, Prometheus 3 gives {}",
+        300.5 / 360.0
+    );
+    assert!(
+        close(p, 303.0 / 360.0),
+        "Prometheus: {p}; 2.42 gives {} (a newer Prometheus would match miru: update this test and docs/benchmarks.md)",
+        303.0 / 360.0
     );
 }
