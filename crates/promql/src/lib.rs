@@ -17,6 +17,7 @@ mod plan;
 mod position;
 pub mod promqltest;
 mod source;
+mod syntax;
 mod value;
 
 /// Hash maps of the evaluator: labels and signatures hash a lot, and
@@ -29,4 +30,5 @@ pub use eval::{Engine, EngineOptions, QueryContext};
 pub use memory::MemorySource;
 pub use position::parse_error_position;
 pub use source::{Series, SeriesSource};
+pub use syntax::parse;
 pub use value::{InstantSample, PointValue, QueryResult, RangeSeries, Value};

@@ -314,7 +314,7 @@ pub(crate) fn plan(
             message: "1:1: parse error: no expression found in input".into(),
         });
     }
-    let expr = promql_parser::parser::parse(query).map_err(|e| parse_error(query, &e))?;
+    let expr = crate::parse(query).map_err(|e| parse_error(query, &e))?;
     let mut p = Planner {
         query,
         sites: call_sites(query),
@@ -359,7 +359,7 @@ pub(crate) fn calls_at_unsafe(query: &str) -> Result<bool, QueryError> {
             | Expr::Extension(_) => false,
         }
     }
-    let expr = promql_parser::parser::parse(query).map_err(|e| parse_error(query, &e))?;
+    let expr = crate::parse(query).map_err(|e| parse_error(query, &e))?;
     Ok(walk(&expr))
 }
 

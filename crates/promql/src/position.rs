@@ -45,6 +45,8 @@ pub(crate) struct CallSite {
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
     Ident(String),
+    /// A number or a duration (`5m`, `1e3`, `0x1f`).
+    Number,
     Open(u8),
     Close,
     Comma,
@@ -111,10 +113,18 @@ fn tokenize(q: &str) -> Vec<Token> {
                 Tok::Ident(q[start..i].to_string())
             }
             c if c.is_ascii_digit() || c == b'.' => {
-                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
+                while i < b.len()
+                    && (b[i].is_ascii_alphanumeric()
+                        || b[i] == b'.'
+                        // The sign of an exponent (`1e+30`), not of hex.
+                        || (matches!(b[i], b'+' | b'-')
+                            && matches!(b[i - 1], b'e' | b'E')
+                            && !q[start..i].starts_with("0x")
+                            && b.get(i + 1).is_some_and(u8::is_ascii_digit)))
+                {
                     i += 1;
                 }
-                Tok::Other
+                Tok::Number
             }
             _ => {
                 // Skip one UTF-8 character.
@@ -243,11 +253,51 @@ pub(crate) fn call_sites(q: &str) -> Vec<CallSite> {
                     sites[*idx].args.push(pos_at(q, n.start));
                 }
             }
-            Tok::At | Tok::Other => {}
+            Tok::At | Tok::Number | Tok::Other => {}
         }
         i += 1;
     }
     sites
+}
+
+/// A plain number of 2^64 seconds or more where a duration goes: inside
+/// brackets (a range or a subquery) or right after `offset` (a sign may
+/// come between). promql-parser panics on those (see `syntax.rs`).
+pub(crate) fn huge_duration_number(q: &str) -> Option<String> {
+    const TOO_LARGE: f64 = 18_446_744_073_709_551_616.0; // 2^64
+    let too_large = |text: &str| text.parse::<f64>().is_ok_and(|v| v.abs() >= TOO_LARGE);
+    let toks = tokenize(q);
+    let is_offset =
+        |k: usize| matches!(&toks[k].tok, Tok::Ident(w) if w.eq_ignore_ascii_case("offset"));
+    for (i, t) in toks.iter().enumerate() {
+        match &t.tok {
+            // A range or `range:step`: each side on its own (the scanner
+            // would read `:1e30` as a name, metric names may hold ':').
+            Tok::Open(b'[') => {
+                let end = toks[i + 1..]
+                    .iter()
+                    .find(|c| c.tok == Tok::Close)
+                    .map_or(q.len(), |c| c.start);
+                if let Some(side) = q[t.end..end]
+                    .split(':')
+                    .map(str::trim)
+                    .find(|s| too_large(s))
+                {
+                    return Some(side.to_string());
+                }
+            }
+            Tok::Number => {
+                let signed = i >= 2 && matches!(&q[toks[i - 1].start..toks[i - 1].end], "-" | "+");
+                let after_offset = (i >= 1 && is_offset(i - 1)) || (signed && is_offset(i - 2));
+                let text = &q[t.start..t.end];
+                if after_offset && too_large(text) {
+                    return Some(text.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Best guess of where a query that does not parse goes wrong: the start of
@@ -274,7 +324,7 @@ pub fn parse_error_position(query: &str) -> (usize, usize) {
         let prefix = &query[..end];
         for c in COMPLETIONS {
             let cand = format!("{prefix} {c}");
-            if promql_parser::parser::parse(&cand).is_ok() {
+            if crate::parse(&cand).is_ok() {
                 let off = toks.get(k).map(|t| t.start).unwrap_or(query.len());
                 let p = pos_at(query, off);
                 return (p.line, p.col);

@@ -297,6 +297,28 @@ fn errors_use_the_prometheus_envelope() {
             "{path}: {body}"
         );
     }
+    // A number too large for a duration (the parser library panics on it):
+    // bad_data on every endpoint that parses, and the server keeps serving.
+    for path in ["query", "format_query", "parse_query"] {
+        let (st, body) = post_form(
+            &s,
+            None,
+            &format!("/api/v1/{path}"),
+            &[("query", "x[5m:1e30] offset 1e30"), ("time", &t)],
+        );
+        assert_eq!(
+            (st, &body["errorType"]),
+            (400, &json!("bad_data")),
+            "{path}"
+        );
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("parse error: duration out of range: 1e30"),
+            "{path}: {body}"
+        );
+    }
     // An oversized query is refused before parsing, naming the limit.
     let huge = format!("{}1", "1+".repeat(70_000));
     let (st, body) = post_form(&s, None, "/api/v1/query", &[("query", &huge)]);

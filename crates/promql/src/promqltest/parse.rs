@@ -106,8 +106,7 @@ pub fn parse_labels(desc: &str) -> Result<Labels, String> {
     if desc == "{}" {
         return Ok(Labels::default());
     }
-    let expr =
-        promql_parser::parser::parse(desc).map_err(|e| format!("bad series {desc:?}: {e}"))?;
+    let expr = crate::parse(desc).map_err(|e| format!("bad series {desc:?}: {e}"))?;
     let Expr::VectorSelector(vs) = expr else {
         return Err(format!("bad series {desc:?}"));
     };

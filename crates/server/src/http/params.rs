@@ -139,8 +139,7 @@ fn parse_rfc3339_ms(s: &str) -> Option<i64> {
 /// Selectors with `or` alternatives are returned as several sets.
 pub fn parse_selector(s: &str) -> Result<Vec<Vec<Matcher>>, String> {
     use promql_parser::parser::Expr;
-    let expr = promql_parser::parser::parse(s)
-        .map_err(|e| format!("invalid series selector {s:?}: {e}"))?;
+    let expr = miru_promql::parse(s).map_err(|e| format!("invalid series selector {s:?}: {e}"))?;
     let Expr::VectorSelector(vs) = expr else {
         return Err(format!(
             "invalid series selector {s:?}: expected a vector selector"

@@ -54,7 +54,7 @@ fn query_param(app: &App, req: &ReadRequest) -> Result<String, Response> {
 /// Parses the `query` parameter for the endpoints that only need its
 /// syntax tree; errors carry the `line:col` Prometheus prints.
 fn parse_param(query: &str) -> Result<promql_parser::parser::Expr, Response> {
-    promql_parser::parser::parse(query).map_err(|e| {
+    miru_promql::parse(query).map_err(|e| {
         let (line, col) = miru_promql::parse_error_position(query);
         bad(format!(
             "invalid parameter \"query\": {line}:{col}: parse error: {e}"
