@@ -512,7 +512,13 @@ impl Storage {
             let Some(labels) = min.cloned() else {
                 return Ok(());
             };
-            let mut samples = (Vec::with_capacity(room), Vec::new());
+            // Not when only the active head holds the series: its vector
+            // is moved in whole, and the room would be allocated for nothing.
+            let only_active = matches!(cursors[at_min[0]], Cursor::Active { .. });
+            let mut samples = (
+                Vec::with_capacity(if only_active { 0 } else { room }),
+                Vec::new(),
+            );
             let mut bytes = 0;
             for &i in &at_min {
                 bytes += cursors[i]
