@@ -26,9 +26,10 @@ pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::
 pub(crate) type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 pub use error::QueryError;
+pub use eval::parallel::init_query_threads;
 pub use eval::{Engine, EngineOptions, QueryContext};
 pub use memory::MemorySource;
 pub use position::parse_error_position;
-pub use source::{Series, SeriesSource};
+pub use source::{LoadedShard, Series, SeriesShard, SeriesSource};
 pub use syntax::parse;
 pub use value::{InstantSample, PointValue, QueryResult, RangeSeries, Value};

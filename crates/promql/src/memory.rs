@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 
 use miru_model::{HistogramSample, Labels, Matcher, Sample, matches_all};
 
-use crate::{QueryError, Series, SeriesSource};
+use crate::{LoadedShard, QueryError, Series, SeriesShard, SeriesSource};
 
 /// An in-memory [`SeriesSource`], for tests and the conformance runner.
 /// Later writes of the same timestamp replace earlier ones.
@@ -92,5 +92,24 @@ impl SeriesSource for MemorySource {
             });
         }
         Ok(out)
+    }
+
+    /// `select`'s series cut into `max_shards` shards of near-equal
+    /// length, so that tests exercise the engine's sharded paths.
+    fn select_shards(
+        &self,
+        matchers: &[Matcher],
+        mint_ms: i64,
+        maxt_ms: i64,
+        max_shards: usize,
+    ) -> Result<Vec<Box<dyn SeriesShard + Send + '_>>, QueryError> {
+        let mut all = self.select(matchers, mint_ms, maxt_ms)?;
+        let per = all.len().div_ceil(max_shards.max(1)).max(1);
+        let mut shards: Vec<Box<dyn SeriesShard + Send>> = Vec::new();
+        while !all.is_empty() {
+            let rest = all.split_off(per.min(all.len()));
+            shards.push(Box::new(LoadedShard(std::mem::replace(&mut all, rest))));
+        }
+        Ok(shards)
     }
 }

@@ -106,7 +106,7 @@ fn has_histograms(series: &[SeriesLine]) -> bool {
 /// the case "extended".
 struct Recording<'a> {
     inner: &'a MemorySource,
-    saw_histograms: std::cell::Cell<bool>,
+    saw_histograms: std::sync::atomic::AtomicBool,
 }
 
 impl SeriesSource for Recording<'_> {
@@ -118,7 +118,8 @@ impl SeriesSource for Recording<'_> {
     ) -> Result<Vec<Series>, QueryError> {
         let out = self.inner.select(matchers, mint_ms, maxt_ms)?;
         if out.iter().any(|s| !s.histograms.is_empty()) {
-            self.saw_histograms.set(true);
+            self.saw_histograms
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(out)
     }
@@ -129,7 +130,7 @@ impl SeriesSource for Recording<'_> {
 fn reads_histograms(engine: &Engine, src: &MemorySource, cmd: &EvalCmd) -> bool {
     let rec = Recording {
         inner: src,
-        saw_histograms: std::cell::Cell::new(false),
+        saw_histograms: std::sync::atomic::AtomicBool::new(false),
     };
     let ctx = QueryContext::default();
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match cmd.kind {
@@ -145,7 +146,8 @@ fn reads_histograms(engine: &Engine, src: &MemorySource, cmd: &EvalCmd) -> bool 
             .range(&rec, &cmd.expr, start_ms, end_ms, step_ms, &ctx)
             .map(|_| ()),
     }));
-    rec.saw_histograms.get()
+    rec.saw_histograms
+        .load(std::sync::atomic::Ordering::Relaxed)
 }
 
 fn short(s: &str) -> String {

@@ -124,7 +124,9 @@ pub struct QuerySection {
     /// Longest query text accepted, in bytes; 0 = no limit.
     pub max_expression_bytes: usize,
     /// Threads one query may use to read and decode the series of a
-    /// selector and to compute range functions over them; 0 = one per core.
+    /// selector and to compute range functions over them, and the size of
+    /// the process-wide pool of query threads they come from (queries share
+    /// it); 0 = one per core.
     pub parallelism: usize,
 }
 

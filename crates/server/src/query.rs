@@ -6,15 +6,17 @@
 //! storage by blocking on its async scan API there.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use miru_model::{LabelsBuilder, Matcher, TenantId};
 use miru_promql::{
-    Engine, EngineOptions, QueryContext, QueryError, QueryResult, Series, SeriesSource,
+    Engine, EngineOptions, LoadedShard, QueryContext, QueryError, QueryResult, Series, SeriesShard,
+    SeriesSource,
 };
-use miru_storage::{ScanBudget, ScanLimit, SeriesSamples, Storage, StorageError};
+use miru_storage::{ScanBudget, ScanLimit, ScanShard, SeriesSamples, Storage, StorageError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::QuerySection;
@@ -45,6 +47,7 @@ pub struct QueryService {
 
 impl QueryService {
     pub fn new(cfg: QuerySection) -> Self {
+        miru_promql::init_query_threads(threads_per_query(&cfg));
         let engine = Engine::new(EngineOptions {
             lookback_delta_ms: cfg.lookback_delta.as_millis() as i64,
             max_samples: cfg.max_samples,
@@ -89,7 +92,6 @@ impl QueryService {
             tenants: tenants.to_vec(),
             rt: tokio::runtime::Handle::current(),
             budget: ScanBudget::new(self.cfg.max_series as u64, self.cfg.max_memory_bytes),
-            parallelism: threads_per_query(&self.cfg),
         };
         let query = query.to_string();
         tokio::task::spawn_blocking(move || match kind {
@@ -179,8 +181,6 @@ struct StorageSource {
     rt: tokio::runtime::Handle,
     /// Shared by every selector of the query.
     budget: ScanBudget,
-    /// Threads a selector's scan may use (`query.parallelism`).
-    parallelism: usize,
 }
 
 /// The engine's error for a storage failure; limits name their setting.
@@ -196,6 +196,23 @@ fn source_error(e: StorageError) -> QueryError {
     }
 }
 
+impl StorageSource {
+    /// The storage matchers of a selector and the tenants it covers (a
+    /// federated query matches `__tenant_id__` against the tenant names).
+    fn split_matchers(&self, matchers: &[Matcher]) -> (Vec<&TenantId>, Vec<Matcher>) {
+        let federated = self.tenants.len() > 1;
+        let (tenant_matchers, matchers): (Vec<&Matcher>, Vec<&Matcher>) = matchers
+            .iter()
+            .partition(|m| federated && m.name == TENANT_LABEL);
+        let tenants = self
+            .tenants
+            .iter()
+            .filter(|t| tenant_matchers.iter().all(|m| m.matches_value(t.as_str())))
+            .collect();
+        (tenants, matchers.into_iter().cloned().collect())
+    }
+}
+
 impl SeriesSource for StorageSource {
     fn select(
         &self,
@@ -204,78 +221,113 @@ impl SeriesSource for StorageSource {
         maxt_ms: i64,
     ) -> Result<Vec<Series>, QueryError> {
         let federated = self.tenants.len() > 1;
-        let (tenant_matchers, matchers): (Vec<&Matcher>, Vec<&Matcher>) = matchers
-            .iter()
-            .partition(|m| federated && m.name == TENANT_LABEL);
-        let matchers: Vec<Matcher> = matchers.into_iter().cloned().collect();
+        let (tenants, matchers) = self.split_matchers(matchers);
         let mut out = Vec::new();
-        for t in &self.tenants {
-            if !tenant_matchers.iter().all(|m| m.matches_value(t.as_str())) {
-                continue;
-            }
-            let to_series = |s: SeriesSamples| {
-                let labels = if federated {
-                    let mut b = LabelsBuilder::with_capacity(s.labels.len() + 1);
-                    for l in s.labels.iter() {
-                        b.set(Arc::clone(&l.name), Arc::clone(&l.value));
-                    }
-                    b.set(TENANT_LABEL, t.as_str());
-                    b.build()
-                } else {
-                    s.labels
-                };
-                Series {
-                    labels,
-                    floats: s.samples,
-                    histograms: s.histograms,
-                }
-            };
-            let plan = self.storage.plan_scan(
-                t,
-                &matchers,
-                mint_ms,
-                maxt_ms,
-                &self.budget,
-                self.parallelism,
-            );
-            let shards = self.rt.block_on(plan).map_err(source_error)?;
-            let run = |shard| {
-                let mut part = Vec::new();
+        for t in tenants {
+            let plan = self
+                .storage
+                .plan_scan(t, &matchers, mint_ms, maxt_ms, &self.budget, 1);
+            for shard in self.rt.block_on(plan).map_err(source_error)? {
                 let scan = self
                     .storage
                     .scan_shard(shard, mint_ms, maxt_ms, &self.budget, |s| {
-                        part.push(to_series(s))
+                        out.push(to_series(s, federated.then_some(t)));
+                        ControlFlow::Continue(())
                     });
-                self.rt.block_on(scan).map(|()| part)
-            };
-            if shards.len() == 1 {
-                for shard in shards {
-                    out.extend(run(shard).map_err(source_error)?);
-                }
-            } else {
-                // Shards cover ascending label ranges: the first is decoded
-                // here, the others on threads of their own; concatenated in
-                // order.
-                let mut shards = shards.into_iter();
-                let first = shards.next().expect("BUG: several shards");
-                let parts: Vec<Result<Vec<Series>, StorageError>> = std::thread::scope(|s| {
-                    let others: Vec<_> = shards.map(|shard| s.spawn(|| run(shard))).collect();
-                    std::iter::once(run(first))
-                        .chain(
-                            others
-                                .into_iter()
-                                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
-                        )
-                        .collect()
-                });
-                for part in parts {
-                    out.extend(part.map_err(source_error)?);
-                }
+                self.rt.block_on(scan).map_err(source_error)?;
             }
         }
         if federated {
             out.sort_by(|a, b| a.labels.cmp(&b.labels));
         }
         Ok(out)
+    }
+
+    /// A selector of one tenant is split along the storage's scan shards;
+    /// a federated one (series of several tenants, merged and sorted) is
+    /// read whole.
+    fn select_shards(
+        &self,
+        matchers: &[Matcher],
+        mint_ms: i64,
+        maxt_ms: i64,
+        max_shards: usize,
+    ) -> Result<Vec<Box<dyn SeriesShard + Send + '_>>, QueryError> {
+        if self.tenants.len() > 1 {
+            let all = self.select(matchers, mint_ms, maxt_ms)?;
+            return Ok(vec![Box::new(LoadedShard(all))]);
+        }
+        let (tenants, matchers) = self.split_matchers(matchers);
+        let Some(t) = tenants.first() else {
+            return Ok(Vec::new());
+        };
+        let plan = self
+            .storage
+            .plan_scan(t, &matchers, mint_ms, maxt_ms, &self.budget, max_shards);
+        let shards = self.rt.block_on(plan).map_err(source_error)?;
+        Ok(shards
+            .into_iter()
+            .map(|shard| {
+                Box::new(StorageShard {
+                    src: self,
+                    shard,
+                    mint_ms,
+                    maxt_ms,
+                }) as Box<dyn SeriesShard + Send + '_>
+            })
+            .collect())
+    }
+}
+
+/// A storage scan shard, decoded on whichever thread runs it.
+struct StorageShard<'s> {
+    src: &'s StorageSource,
+    shard: ScanShard,
+    mint_ms: i64,
+    maxt_ms: i64,
+}
+
+impl SeriesShard for StorageShard<'_> {
+    fn for_each(
+        self: Box<Self>,
+        visit: &mut dyn FnMut(Series) -> Result<(), QueryError>,
+    ) -> Result<(), QueryError> {
+        let mut failed = None;
+        let scan = self.src.storage.scan_shard(
+            self.shard,
+            self.mint_ms,
+            self.maxt_ms,
+            &self.src.budget,
+            |s| match visit(to_series(s, None)) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(e) => {
+                    failed = Some(e);
+                    ControlFlow::Break(())
+                }
+            },
+        );
+        self.src.rt.block_on(scan).map_err(source_error)?;
+        failed.map_or(Ok(()), Err)
+    }
+}
+
+/// A storage series as the engine reads it; `tenant` adds the federation
+/// label.
+fn to_series(s: SeriesSamples, tenant: Option<&TenantId>) -> Series {
+    let labels = match tenant {
+        Some(t) => {
+            let mut b = LabelsBuilder::with_capacity(s.labels.len() + 1);
+            for l in s.labels.iter() {
+                b.set(Arc::clone(&l.name), Arc::clone(&l.value));
+            }
+            b.set(TENANT_LABEL, t.as_str());
+            b.build()
+        }
+        None => s.labels,
+    };
+    Series {
+        labels,
+        floats: s.samples,
+        histograms: s.histograms,
     }
 }

@@ -9,6 +9,7 @@
 //! through the postings of the head and of each part's (cached) index.
 
 use std::collections::{BTreeMap, HashSet};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -404,6 +405,10 @@ impl Storage {
         budget: &ScanBudget,
         mut visit: impl FnMut(SeriesSamples),
     ) -> Result<(), StorageError> {
+        let mut visit = |s| {
+            visit(s);
+            ControlFlow::Continue(())
+        };
         for shard in self
             .plan_scan(tenant, matchers, mint, maxt, budget, 1)
             .await?
@@ -477,14 +482,14 @@ impl Storage {
 
     /// Runs one shard of a scan planned by [`Storage::plan_scan`] with the
     /// same `mint`, `maxt` and `budget`: calls `visit` with its series in
-    /// label order.
+    /// label order, until it breaks.
     pub async fn scan_shard(
         &self,
         shard: ScanShard,
         mint: i64,
         maxt: i64,
         budget: &ScanBudget,
-        mut visit: impl FnMut(SeriesSamples),
+        mut visit: impl FnMut(SeriesSamples) -> ControlFlow<()>,
     ) -> Result<(), StorageError> {
         let mut cursors = shard.cursors;
         let mut at_min = Vec::with_capacity(cursors.len());
@@ -534,11 +539,15 @@ impl Storage {
             }
             budget.charge_series()?;
             budget.charge_bytes(bytes + labels.byte_size() as u64)?;
-            visit(SeriesSamples {
+            if visit(SeriesSamples {
                 labels,
                 samples: floats,
                 histograms: hists,
-            });
+            })
+            .is_break()
+            {
+                return Ok(());
+            }
         }
     }
 

@@ -353,9 +353,12 @@ async fn sharded_scan_concatenates_to_the_whole_scan() {
     );
     let mut joined = Vec::new();
     for shard in shards {
-        s.scan_shard(shard, i64::MIN, i64::MAX, &budget, |x| joined.push(x))
-            .await
-            .unwrap();
+        s.scan_shard(shard, i64::MIN, i64::MAX, &budget, |x| {
+            joined.push(x);
+            std::ops::ControlFlow::Continue(())
+        })
+        .await
+        .unwrap();
     }
     assert_eq!(joined, whole);
 }

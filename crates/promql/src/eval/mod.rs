@@ -6,10 +6,11 @@
 
 mod aggregate;
 mod binary;
+pub(crate) mod parallel;
 pub(crate) mod rows;
 mod select;
 
-pub(crate) use select::{RangeArg, WindowCursor};
+pub(crate) use select::{WindowCursor, WindowSpec};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -695,6 +696,53 @@ mod tests {
             src.add_float(&l, i * 60_000, i as f64);
         }
         src
+    }
+
+    /// A range function streamed from shards on several threads counts
+    /// exactly the samples one thread counts, and fails at the same limit.
+    #[test]
+    fn streamed_range_functions_count_samples_as_one_thread_does() {
+        let mut src = MemorySource::new();
+        for i in 0..40 {
+            let l =
+                Labels::from_pairs([("__name__", "m_total".to_string()), ("i", format!("{i}"))]);
+            for t in 0..100 {
+                src.add_float(&l, t * 15_000, (t * i) as f64);
+            }
+        }
+        let ctx = QueryContext::default();
+        let run = |parallelism: usize, max_samples: usize| {
+            Engine::new(EngineOptions {
+                parallelism,
+                max_samples,
+                ..EngineOptions::default()
+            })
+            .range(
+                &src,
+                "sum(rate(m_total[5m]))",
+                300_000,
+                1_485_000,
+                60_000,
+                &ctx,
+            )
+        };
+        let one = run(1, 50_000_000).unwrap();
+        let three = run(3, 50_000_000).unwrap();
+        assert_eq!(format!("{:?}", one.value), format!("{:?}", three.value));
+        let n = one.samples_scanned as usize;
+        assert_eq!(three.samples_scanned as usize, n);
+        // 40 series of 20 raw samples each at least.
+        assert!(n > 40 * 20, "{n}");
+        for threads in [1, 3] {
+            assert!(run(threads, n).is_ok(), "{threads} threads at the limit");
+            assert!(
+                matches!(
+                    run(threads, n - 1),
+                    Err(QueryError::TooManySamples { limit }) if limit == n - 1
+                ),
+                "{threads} threads over the limit"
+            );
+        }
     }
 
     #[test]

@@ -22,7 +22,65 @@ pub(crate) struct RangeArg {
 
 impl RangeArg {
     pub(crate) fn ref_time(&self, ts: i64) -> i64 {
+        self.spec().ref_time(ts)
+    }
+
+    pub(crate) fn spec(&self) -> WindowSpec {
+        WindowSpec {
+            range_ms: self.range_ms,
+            offset_ms: self.offset_ms,
+            at_ms: self.at_ms,
+        }
+    }
+}
+
+/// Where a range argument's window `(ref - range, ref]` lies for an
+/// evaluation step.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WindowSpec {
+    pub(crate) range_ms: i64,
+    pub(crate) offset_ms: i64,
+    pub(crate) at_ms: Option<i64>,
+}
+
+impl WindowSpec {
+    pub(crate) fn ref_time(&self, ts: i64) -> i64 {
         self.at_ms.unwrap_or(ts).saturating_sub(self.offset_ms)
+    }
+
+    /// The raw samples the windows of every step of `g` cover:
+    /// `[mint, maxt]` for the source.
+    pub(crate) fn fetch_bounds(&self, g: Grid) -> (i64, i64) {
+        let (lo, hi) = match self.at_ms {
+            Some(at) => (at, at),
+            None => (g.start, g.last()),
+        };
+        let lo = lo.saturating_sub(self.offset_ms);
+        let hi = hi.saturating_sub(self.offset_ms);
+        (lo.saturating_sub(self.range_ms).saturating_add(1), hi)
+    }
+}
+
+impl MSeries {
+    /// A source's series as a range argument holds it: stale markers
+    /// removed (they never appear inside a window).
+    pub(crate) fn from_source(s: Series) -> MSeries {
+        MSeries {
+            labels: s.labels,
+            floats: s
+                .floats
+                .into_iter()
+                .filter(|x| !is_stale_nan(x.value))
+                .map(|x| (x.timestamp_ms, x.value))
+                .collect(),
+            hists: s
+                .histograms
+                .into_iter()
+                .filter(|x| !is_stale_hist(&x.histogram))
+                .map(|x| (x.timestamp_ms, x.histogram))
+                .collect(),
+            drop_name: false,
+        }
     }
 }
 
@@ -82,15 +140,30 @@ fn is_stale_hist(h: &FloatHistogram) -> bool {
 
 impl Evaluator<'_> {
     /// All series of the selector with samples in `[mint, maxt]`, sorted by
-    /// labels.
+    /// labels; a large selection is read in shards on several threads.
     pub(crate) fn fetch(
         &mut self,
         sel: &Selector,
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<Series>, QueryError> {
-        let mut out: Vec<Series> = if sel.matcher_sets.len() == 1 {
-            self.src.select(&sel.matcher_sets[0], mint, maxt)?
+        let out: Vec<Series> = if sel.matcher_sets.len() == 1 {
+            let shards =
+                self.src
+                    .select_shards(&sel.matcher_sets[0], mint, maxt, self.opts.parallelism)?;
+            let mut out = Vec::new();
+            for part in super::parallel::map_in_order(shards, |shard| {
+                let mut part = Vec::new();
+                shard
+                    .for_each(&mut |s| {
+                        part.push(s);
+                        Ok(())
+                    })
+                    .map(|()| part)
+            }) {
+                out.extend(part?);
+            }
+            out
         } else {
             let mut union: BTreeMap<Labels, Series> = BTreeMap::new();
             for set in &sel.matcher_sets {
@@ -100,7 +173,6 @@ impl Evaluator<'_> {
             }
             union.into_values().collect()
         };
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
         let n: usize = out
             .iter()
             .map(|s| s.floats.len() + s.histograms.len())
@@ -207,31 +279,16 @@ impl Evaluator<'_> {
         range_ms: i64,
         g: Grid,
     ) -> Result<RangeArg, QueryError> {
-        let (lo, hi) = match sel.at_ms {
-            Some(at) => (at, at),
-            None => (g.start, g.last()),
+        let spec = WindowSpec {
+            range_ms,
+            offset_ms: sel.offset_ms,
+            at_ms: sel.at_ms,
         };
-        let lo = lo.saturating_sub(sel.offset_ms);
-        let hi = hi.saturating_sub(sel.offset_ms);
-        let raw = self.fetch(sel, lo.saturating_sub(range_ms).saturating_add(1), hi)?;
-        let series = raw
+        let (mint, maxt) = spec.fetch_bounds(g);
+        let series = self
+            .fetch(sel, mint, maxt)?
             .into_iter()
-            .map(|s| MSeries {
-                labels: s.labels,
-                floats: s
-                    .floats
-                    .into_iter()
-                    .filter(|x| !is_stale_nan(x.value))
-                    .map(|x| (x.timestamp_ms, x.value))
-                    .collect(),
-                hists: s
-                    .histograms
-                    .into_iter()
-                    .filter(|x| !is_stale_hist(&x.histogram))
-                    .map(|x| (x.timestamp_ms, x.histogram))
-                    .collect(),
-                drop_name: false,
-            })
+            .map(MSeries::from_source)
             .collect();
         Ok(RangeArg {
             series,

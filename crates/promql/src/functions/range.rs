@@ -2,18 +2,22 @@
 //! `deriv`, `predict_linear`, `changes`, `resets`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use miru_model::{CounterResetHint, FloatHistogram, Labels};
 
 use super::{absent_labels, kahan_inc, metric_name, quantile};
 use crate::QueryError;
+use crate::SeriesShard;
 use crate::annotations::{Annotations, fmt_g};
+use crate::eval::parallel::map_in_order;
 use crate::eval::rows::{Point, Row, RowVisitor, scatter};
 use crate::eval::{
-    Evaluator, Grid, MSeries, QueryContext, RangeArg, Sample, Val, Vector, WindowCursor, check_ctx,
+    Evaluator, Grid, MSeries, QueryContext, Sample, Val, Vector, WindowCursor, WindowSpec,
+    check_ctx,
 };
 use crate::histogram as hist;
-use crate::plan::{Call, ValueType};
+use crate::plan::{Call, Node, ValueType};
 use crate::position::Pos;
 
 type Out = Option<(f64, Option<Arc<FloatHistogram>>)>;
@@ -143,114 +147,218 @@ pub(crate) fn range_function_rows(
             }
         }
     }
+    let pos = c.arg_pos.first().copied().unwrap_or(c.pos);
+    let keeps_name = matches!(c.name, "last_over_time" | "first_over_time");
+    let mut present = vec![false; n];
+    // A range selector streams: each shard of the selection is decoded and
+    // run through the function on one thread, series by series, so the raw
+    // samples of the whole selection are never held at once.
+    if let Node::Matrix { sel, range_ms } = c.args[mi].unwrapped()
+        && sel.matcher_sets.len() == 1
+    {
+        let window = WindowSpec {
+            range_ms: *range_ms,
+            offset_ms: sel.offset_ms,
+            at_ms: sel.at_ms,
+        };
+        let (mint, maxt) = window.fetch_bounds(g);
+        let shards = ev
+            .src
+            .select_shards(&sel.matcher_sets[0], mint, maxt, ev.opts.parallelism)?;
+        let job = RangeJob {
+            name: c.name,
+            g,
+            window,
+            params: &params,
+            pos,
+            ctx: ev.ctx(),
+            budget: SampleBudget::new(ev.samples, ev.opts.max_samples),
+        };
+        for b in map_in_order(shards, |shard| job.run_shard(shard)) {
+            consume(ev, b, keeps_name, &mut present, visit)?;
+        }
+        return Ok(present);
+    }
     let arg = ev.range_arg(&c.args[mi], g)?;
     let job = RangeJob {
         name: c.name,
         g,
-        arg: &arg,
+        window: arg.spec(),
         params: &params,
-        pos: c.arg_pos.first().copied().unwrap_or(c.pos),
+        pos,
         ctx: ev.ctx(),
+        budget: SampleBudget::new(0, 0),
     };
-    let keeps_name = matches!(c.name, "last_over_time" | "first_over_time");
-    let mut present = vec![false; n];
     let workers = ev.opts.parallelism.max(1);
-    let mut row = Row::default();
     // Rounds bound what the workers hold before it is counted and consumed.
     for round in arg.series.chunks(workers * ROUND_SERIES_PER_WORKER) {
-        let outs = if workers > 1 && round.len() >= 2 * MIN_SERIES_PER_WORKER {
-            let per = round.len().div_ceil(workers);
-            let batches: Vec<Batch> = std::thread::scope(|sc| {
-                let mut chunks = round.chunks(per);
-                let first = chunks.next().expect("BUG: a round holds series");
-                let others: Vec<_> = chunks.map(|ch| sc.spawn(|| job.run(ch))).collect();
-                std::iter::once(job.run(first))
-                    .chain(
-                        others
-                            .into_iter()
-                            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
-                    )
-                    .collect()
-            });
-            batches
+        let slices: Vec<&[MSeries]> = if workers > 1 && round.len() >= 2 * MIN_SERIES_PER_WORKER {
+            round.chunks(round.len().div_ceil(workers)).collect()
         } else {
-            vec![job.run(round)]
+            vec![round]
         };
-        // Consumed in series order, so errors, limits and the visitor see
-        // exactly what a single thread would have produced.
-        let mut series = round.iter();
-        for b in outs {
-            ev.annos.merge(b.annos);
-            for (p, q) in present.iter_mut().zip(&b.present) {
-                *p |= q;
-            }
-            for out in b.rows {
-                let s = series.next().expect("BUG: one result per series");
-                let points = out?;
-                // Step results hold memory too: they count against max_samples.
-                ev.count_samples(points.len())?;
-                if points.is_empty() {
-                    continue;
-                }
-                row.points = points;
-                row.labels = s.labels.clone();
-                row.drop_name = !keeps_name || s.drop_name;
-                visit(ev, &mut row)?;
-            }
+        for b in map_in_order(slices, |slice| job.run(slice)) {
+            consume(ev, b, keeps_name, &mut present, visit)?;
         }
     }
     Ok(present)
 }
 
-/// Series a worker takes per round of a parallel range function (tiny in
-/// tests, so that the property tests exercise several rounds and workers).
+/// Hands a batch's rows to `visit` in series order, so that errors, limits
+/// and the visitor see exactly what a single thread would have produced.
+fn consume(
+    ev: &mut Evaluator<'_>,
+    b: Batch,
+    keeps_name: bool,
+    present: &mut [bool],
+    visit: &mut RowVisitor<'_>,
+) -> Result<(), QueryError> {
+    ev.annos.merge(b.annos);
+    for (p, q) in present.iter_mut().zip(&b.present) {
+        *p |= q;
+    }
+    let mut row = Row::default();
+    for out in b.rows {
+        // Raw samples read (when streamed) and step results hold memory
+        // too: both count against max_samples.
+        ev.count_samples(out.raw)?;
+        ev.count_samples(out.points.len())?;
+        if out.points.is_empty() {
+            continue;
+        }
+        row.points = out.points;
+        row.labels = out.labels;
+        row.drop_name = !keeps_name || out.drop_name;
+        visit(ev, &mut row)?;
+    }
+    b.end
+}
+
+/// Series a worker takes per round of a parallel range function over a
+/// range argument held in memory (tiny in tests, so that the property
+/// tests exercise several rounds and workers).
 const ROUND_SERIES_PER_WORKER: usize = if cfg!(test) { 1 } else { 2048 };
 /// Fewest series per worker worth a thread.
 const MIN_SERIES_PER_WORKER: usize = if cfg!(test) { 1 } else { 256 };
 
-/// One range function over a range argument, computable for any slice of
-/// its series independently (so slices can run on several threads).
+/// The query's `max_samples` as shared by the threads of a streamed range
+/// function: a worker stops once the query as a whole would exceed it, so
+/// the threads together never hold more than the limit allows. The
+/// evaluator still counts every row, in series order, as it consumes them.
+struct SampleBudget {
+    used: AtomicU64,
+    max: u64,
+}
+
+impl SampleBudget {
+    /// `max` 0: not enforced here (in-memory arguments were counted when
+    /// loaded).
+    fn new(used: u64, max: usize) -> Self {
+        SampleBudget {
+            used: AtomicU64::new(used),
+            max: max as u64,
+        }
+    }
+
+    fn charge(&self, n: usize) -> Result<(), QueryError> {
+        let total = self.used.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        if self.max > 0 && total > self.max {
+            return Err(QueryError::TooManySamples {
+                limit: self.max as usize,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One range function over a range argument, computable for any run of
+/// its series independently (so runs can go to several threads).
 struct RangeJob<'a> {
     name: &'a str,
     g: Grid,
-    arg: &'a RangeArg,
+    window: WindowSpec,
     /// Scalar parameters, one value per step.
     params: &'a [Vec<f64>],
     pos: Pos,
     ctx: &'a QueryContext,
+    budget: SampleBudget,
 }
 
-/// What [`RangeJob::run`] computed for a slice of series: per series its
-/// points (results stop at the first error), the steps with a non-empty
-/// window, and the annotations raised.
+/// What a [`RangeJob`] computed for a run of series: per series its
+/// points, the steps with a non-empty window, the annotations raised, and
+/// what stopped the run early (the first error), if anything did.
 struct Batch {
-    rows: Vec<Result<Vec<Point>, QueryError>>,
+    rows: Vec<RowOut>,
     present: Vec<bool>,
     annos: Annotations,
+    end: Result<(), QueryError>,
+}
+
+struct RowOut {
+    labels: Labels,
+    drop_name: bool,
+    /// Raw samples read for this series (streamed runs only: an argument
+    /// held in memory was counted when it was loaded).
+    raw: usize,
+    points: Vec<Point>,
 }
 
 impl RangeJob<'_> {
-    fn run(&self, series: &[MSeries]) -> Batch {
-        let n = self.g.len();
-        let mut b = Batch {
-            rows: Vec::with_capacity(series.len()),
-            present: vec![false; n],
+    fn batch(&self) -> Batch {
+        Batch {
+            rows: Vec::new(),
+            present: vec![false; self.g.len()],
             annos: Annotations::default(),
-        };
+            end: Ok(()),
+        }
+    }
+
+    /// Over series held in memory.
+    fn run(&self, series: &[MSeries]) -> Batch {
+        let mut b = self.batch();
+        b.rows.reserve(series.len());
         let mut checks = 0u32;
         for s in series {
-            let r = check_ctx(self.ctx, &mut checks).and_then(|()| self.series(s, &mut b));
-            let failed = r.is_err();
-            b.rows.push(r);
-            if failed {
-                break;
+            match check_ctx(self.ctx, &mut checks).and_then(|()| self.series(s, &mut b)) {
+                Ok(points) => b.rows.push(RowOut {
+                    labels: s.labels.clone(),
+                    drop_name: s.drop_name,
+                    raw: 0,
+                    points,
+                }),
+                Err(e) => {
+                    b.end = Err(e);
+                    break;
+                }
             }
         }
         b
     }
 
+    /// Over a shard of the source, read as it goes.
+    fn run_shard(&self, shard: Box<dyn SeriesShard + Send + '_>) -> Batch {
+        let mut b = self.batch();
+        let mut checks = 0u32;
+        let end = shard.for_each(&mut |s| {
+            check_ctx(self.ctx, &mut checks)?;
+            let raw = s.floats.len() + s.histograms.len();
+            let s = MSeries::from_source(s);
+            let points = self.series(&s, &mut b)?;
+            self.budget.charge(raw + points.len())?;
+            b.rows.push(RowOut {
+                labels: s.labels,
+                drop_name: false,
+                raw,
+                points,
+            });
+            Ok(())
+        });
+        b.end = end;
+        b
+    }
+
     fn series(&self, s: &MSeries, b: &mut Batch) -> Result<Vec<Point>, QueryError> {
-        let (g, arg) = (self.g, self.arg);
+        let (g, arg) = (self.g, self.window);
         let absent = self.name == "absent_over_time";
         // For counter functions, the number of drops (resets) up to each
         // float sample: a window without any skips the reset correction
