@@ -80,6 +80,11 @@ fn kernels(c: &mut Criterion) {
             1,
         ),
         (
+            "predict_linear_10k",
+            "predict_linear(http_requests_total[10m], 3600)",
+            10_000,
+        ),
+        (
             "group_left_join_10k",
             "rate(http_requests_total[5m]) * on (instance) group_left (version) node_info",
             10_000,
