@@ -94,8 +94,10 @@ impl SeriesSource for MemorySource {
         Ok(out)
     }
 
-    /// `select`'s series cut into `max_shards` shards of near-equal
-    /// length, so that tests exercise the engine's sharded paths.
+    /// `select`'s series cut into at most `max_shards` shards of near-equal
+    /// length, of two series at least (so a single series makes a single
+    /// shard), so that tests exercise the engine's sharded and unsharded
+    /// paths.
     fn select_shards(
         &self,
         matchers: &[Matcher],
@@ -104,7 +106,7 @@ impl SeriesSource for MemorySource {
         max_shards: usize,
     ) -> Result<Vec<Box<dyn SeriesShard + Send + '_>>, QueryError> {
         let mut all = self.select(matchers, mint_ms, maxt_ms)?;
-        let per = all.len().div_ceil(max_shards.max(1)).max(1);
+        let per = all.len().div_ceil(max_shards.max(1)).max(2);
         let mut shards: Vec<Box<dyn SeriesShard + Send>> = Vec::new();
         while !all.is_empty() {
             let rest = all.split_off(per.min(all.len()));

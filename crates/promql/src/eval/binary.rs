@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use miru_model::{FloatHistogram, Labels, LabelsBuilder, METRIC_NAME};
 
+use super::label_ids::{SignatureIds, StepMap, StepSet};
 use super::rows::RowVisitor;
 use super::{Evaluator, Grid, Sample, Val, Vector, check_step_duplicates};
 use crate::QueryError;
@@ -44,12 +45,12 @@ pub(crate) fn eval_binary(ev: &mut Evaluator<'_>, b: &Binary, g: Grid) -> Result
             let l = ev.eval_vector(&b.lhs, g)?;
             let r = ev.eval_vector(&b.rhs, g)?;
             let mut out = Vec::with_capacity(l.len());
-            let mut cache = LabelCache::default();
+            let mut join = JoinState::default();
             for (lv, rv) in l.into_iter().zip(r) {
                 ev.check()?;
                 let v = match b.op {
                     BinOp::And | BinOp::Or | BinOp::Unless => set_op(b.op, &b.matching, lv, rv),
-                    _ => vector_binop(ev, b, lv, rv, &mut cache)?,
+                    _ => vector_binop(ev, b, lv, rv, &mut join)?,
                 };
                 out.push(v);
             }
@@ -476,12 +477,25 @@ fn result_labels(ls: &Labels, rs: &Labels, b: &Binary) -> Labels {
     lb.build()
 }
 
+/// What a vector/vector operation keeps from step to step: result labels
+/// and signature ids per series (see [`super::label_ids`]), and its
+/// per-step lookup tables.
+#[derive(Default)]
+struct JoinState {
+    labels: LabelCache,
+    sigs: SignatureIds,
+    /// Index in the "one" side's vector by signature, this step.
+    right: StepMap,
+    /// Signatures matched this step (one-to-one).
+    matched_one: StepSet,
+}
+
 fn vector_binop(
     ev: &mut Evaluator<'_>,
     b: &Binary,
     lhs: Vector,
     rhs: Vector,
-    cache: &mut LabelCache,
+    join: &mut JoinState,
 ) -> Result<Vector, QueryError> {
     let m = &b.matching;
     if (lhs.is_empty() && rhs.is_empty())
@@ -496,12 +510,17 @@ fn vector_binop(
     // `group_right`, `fill_right` stands in for a missing "one" (left)
     // sample and `fill_left` for a missing "many" (right) one.
     let (fill_for_right, fill_for_left) = (m.fill_rhs, m.fill_lhs);
+    let JoinState {
+        labels: cache,
+        sigs,
+        right,
+        matched_one,
+    } = join;
 
-    let mut right: HashMap<Vec<u8>, usize> =
-        HashMap::with_capacity_and_hasher(rhs.len(), Default::default());
+    right.clear();
     for (i, rs) in rhs.iter().enumerate() {
-        let sig = signature(&rs.labels, m);
-        if let Some(&j) = right.get(&sig) {
+        let sig = sigs.id(&rs.labels, m);
+        if let Some(j) = right.get(sig) {
             let one_side = if swapped { "left" } else { "right" };
             let mut d1 = labels_string(&rs.labels);
             let mut d2 = labels_string(&rhs[j].labels);
@@ -516,21 +535,18 @@ fn vector_binop(
         right.insert(sig, i);
     }
 
-    #[derive(Default)]
-    struct Matched {
-        one: HashSet<Vec<u8>>,
-        many: HashMap<Vec<u8>, HashSet<Labels>>,
-    }
-    let mut matched = Matched::default();
+    matched_one.clear();
+    let mut matched_many: HashMap<u32, HashSet<Labels>> = HashMap::default();
     let mut out = Vec::new();
 
     // `cache` is only for pairs of real samples: a fill-in sample has new
     // labels at every step.
     let mut do_op = |ev: &mut Evaluator<'_>,
-                     matched: &mut Matched,
+                     matched_one: &mut StepSet,
+                     matched_many: &mut HashMap<u32, HashSet<Labels>>,
                      ls: &Sample,
                      rs: &Sample,
-                     sig: Vec<u8>,
+                     sig: u32,
                      out: &mut Vector,
                      cached: bool|
      -> Result<(), QueryError> {
@@ -548,12 +564,12 @@ fn vector_binop(
             result_labels(&ls.labels, &rs.labels, b)
         };
         if m.card == Card::OneToOne {
-            if !matched.one.insert(sig) {
+            if !matched_one.insert(sig) {
                 return Err(QueryError::exec(
                     "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
                 ));
             }
-        } else if !matched.many.entry(sig).or_default().insert(labels.clone()) {
+        } else if !matched_many.entry(sig).or_default().insert(labels.clone()) {
             return Err(QueryError::exec(
                 "multiple matches for labels: grouping labels must ensure unique matches",
             ));
@@ -574,9 +590,18 @@ fn vector_binop(
     };
 
     for ls in &lhs {
-        let sig = signature(&ls.labels, m);
-        match right.get(&sig) {
-            Some(&j) => do_op(ev, &mut matched, ls, &rhs[j], sig, &mut out, true)?,
+        let sig = sigs.id(&ls.labels, m);
+        match right.get(sig) {
+            Some(j) => do_op(
+                ev,
+                matched_one,
+                &mut matched_many,
+                ls,
+                &rhs[j],
+                sig,
+                &mut out,
+                true,
+            )?,
             None => {
                 if let Some(fill) = fill_for_right {
                     let rs = Sample {
@@ -585,18 +610,27 @@ fn vector_binop(
                         h: None,
                         drop_name: false,
                     };
-                    do_op(ev, &mut matched, ls, &rs, sig, &mut out, false)?;
+                    do_op(
+                        ev,
+                        matched_one,
+                        &mut matched_many,
+                        ls,
+                        &rs,
+                        sig,
+                        &mut out,
+                        false,
+                    )?;
                 }
             }
         }
     }
     if let Some(fill) = fill_for_left {
         for rs in &rhs {
-            let sig = signature(&rs.labels, m);
+            let sig = sigs.id(&rs.labels, m);
             let done = if m.card == Card::OneToOne {
-                matched.one.contains(&sig)
+                matched_one.contains(sig)
             } else {
-                matched.many.get(&sig).is_some_and(|s| !s.is_empty())
+                matched_many.get(&sig).is_some_and(|s| !s.is_empty())
             };
             if done {
                 continue;
@@ -607,7 +641,16 @@ fn vector_binop(
                 h: None,
                 drop_name: false,
             };
-            do_op(ev, &mut matched, &ls, rs, sig, &mut out, false)?;
+            do_op(
+                ev,
+                matched_one,
+                &mut matched_many,
+                &ls,
+                rs,
+                sig,
+                &mut out,
+                false,
+            )?;
         }
     }
     Ok(out)

@@ -6,11 +6,12 @@
 
 mod aggregate;
 mod binary;
+pub(crate) mod label_ids;
 pub(crate) mod parallel;
 pub(crate) mod rows;
 mod select;
 
-pub(crate) use select::{WindowCursor, WindowSpec};
+pub(crate) use select::{RangeArg, WindowCursor, WindowSpec};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -448,14 +449,17 @@ pub(crate) fn check_step_duplicates(steps: &[Vector], g: Grid) -> Result<(), Que
     if g.is_instant() {
         return Ok(());
     }
-    let mut seen: HashSet<&Labels> = HashSet::default();
+    // Label sets mostly keep their allocation from step to step: ids by
+    // address make this a pointer lookup per sample (see `label_ids`).
+    let mut ids = label_ids::LabelIds::default();
+    let mut seen = label_ids::StepSet::default();
     for v in steps {
         if v.len() < 2 {
             continue;
         }
         seen.clear();
         for s in v {
-            if !seen.insert(&s.labels) {
+            if !seen.insert(ids.id(&s.labels)) {
                 return Err(duplicate_labelset());
             }
         }

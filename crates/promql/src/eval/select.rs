@@ -9,7 +9,7 @@ use miru_model::{FloatHistogram, Labels, is_stale_nan};
 use super::rows::{Point, Row, RowVisitor, scatter};
 use super::{Evaluator, Grid, MSeries, Val, Vector, steps_to_series};
 use crate::plan::{Node, Selector, Subquery};
-use crate::{QueryError, Series};
+use crate::{QueryError, Series, SeriesShard};
 
 /// A range-vector argument of a function: its series and how to place the
 /// window `(ref - range, ref]` for an evaluation step.
@@ -147,38 +147,51 @@ impl Evaluator<'_> {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<Series>, QueryError> {
-        let out: Vec<Series> = if sel.matcher_sets.len() == 1 {
+        if sel.matcher_sets.len() == 1 {
             let shards =
                 self.src
                     .select_shards(&sel.matcher_sets[0], mint, maxt, self.opts.parallelism)?;
-            let mut out = Vec::new();
-            for part in super::parallel::map_in_order(shards, |shard| {
-                let mut part = Vec::new();
-                shard
-                    .for_each(&mut |s| {
-                        part.push(s);
-                        Ok(())
-                    })
-                    .map(|()| part)
-            }) {
-                out.extend(part?);
+            return self.load(shards);
+        }
+        let mut union: BTreeMap<Labels, Series> = BTreeMap::new();
+        for set in &sel.matcher_sets {
+            for s in self.src.select(set, mint, maxt)? {
+                union.entry(s.labels.clone()).or_insert(s);
             }
-            out
-        } else {
-            let mut union: BTreeMap<Labels, Series> = BTreeMap::new();
-            for set in &sel.matcher_sets {
-                for s in self.src.select(set, mint, maxt)? {
-                    union.entry(s.labels.clone()).or_insert(s);
-                }
-            }
-            union.into_values().collect()
-        };
-        let n: usize = out
+        }
+        let out: Vec<Series> = union.into_values().collect();
+        self.count_loaded(&out)?;
+        Ok(out)
+    }
+
+    /// The series of `shards`, read on several threads, concatenated in
+    /// order, and counted against `max_samples`.
+    pub(crate) fn load(
+        &mut self,
+        shards: Vec<Box<dyn SeriesShard + Send + '_>>,
+    ) -> Result<Vec<Series>, QueryError> {
+        let mut out = Vec::new();
+        for part in super::parallel::map_in_order(shards, |shard| {
+            let mut part = Vec::new();
+            shard
+                .for_each(&mut |s| {
+                    part.push(s);
+                    Ok(())
+                })
+                .map(|()| part)
+        }) {
+            out.extend(part?);
+        }
+        self.count_loaded(&out)?;
+        Ok(out)
+    }
+
+    fn count_loaded(&mut self, series: &[Series]) -> Result<(), QueryError> {
+        let n: usize = series
             .iter()
             .map(|s| s.floats.len() + s.histograms.len())
             .sum();
-        self.count_samples(n)?;
-        Ok(out)
+        self.count_samples(n)
     }
 
     /// An instant selector at every step. With `timestamps`, each value is

@@ -13,8 +13,8 @@ use crate::annotations::{Annotations, fmt_g};
 use crate::eval::parallel::map_in_order;
 use crate::eval::rows::{Point, Row, RowVisitor, scatter};
 use crate::eval::{
-    Evaluator, Grid, MSeries, QueryContext, Sample, Val, Vector, WindowCursor, WindowSpec,
-    check_ctx,
+    Evaluator, Grid, MSeries, QueryContext, RangeArg, Sample, Val, Vector, WindowCursor,
+    WindowSpec, check_ctx,
 };
 use crate::histogram as hist;
 use crate::plan::{Call, Node, ValueType};
@@ -152,8 +152,10 @@ pub(crate) fn range_function_rows(
     let mut present = vec![false; n];
     // A range selector streams: each shard of the selection is decoded and
     // run through the function on one thread, series by series, so the raw
-    // samples of the whole selection are never held at once.
-    if let Node::Matrix { sel, range_ms } = c.args[mi].unwrapped()
+    // samples of the whole selection are never held at once. A selection
+    // too small for several shards is loaded and its series spread over
+    // the threads instead (range functions cost more than decoding).
+    let arg = if let Node::Matrix { sel, range_ms } = c.args[mi].unwrapped()
         && sel.matcher_sets.len() == 1
     {
         let window = WindowSpec {
@@ -165,21 +167,34 @@ pub(crate) fn range_function_rows(
         let shards = ev
             .src
             .select_shards(&sel.matcher_sets[0], mint, maxt, ev.opts.parallelism)?;
-        let job = RangeJob {
-            name: c.name,
-            g,
-            window,
-            params: &params,
-            pos,
-            ctx: ev.ctx(),
-            budget: SampleBudget::new(ev.samples, ev.opts.max_samples),
-        };
-        for b in map_in_order(shards, |shard| job.run_shard(shard)) {
-            consume(ev, b, keeps_name, &mut present, visit)?;
+        if shards.len() > 1 || ev.opts.parallelism <= 1 {
+            let job = RangeJob {
+                name: c.name,
+                g,
+                window,
+                params: &params,
+                pos,
+                ctx: ev.ctx(),
+                budget: SampleBudget::new(ev.samples, ev.opts.max_samples),
+            };
+            for b in map_in_order(shards, |shard| job.run_shard(shard)) {
+                consume(ev, b, keeps_name, &mut present, visit)?;
+            }
+            return Ok(present);
         }
-        return Ok(present);
-    }
-    let arg = ev.range_arg(&c.args[mi], g)?;
+        RangeArg {
+            series: ev
+                .load(shards)?
+                .into_iter()
+                .map(MSeries::from_source)
+                .collect(),
+            range_ms: *range_ms,
+            offset_ms: sel.offset_ms,
+            at_ms: sel.at_ms,
+        }
+    } else {
+        ev.range_arg(&c.args[mi], g)?
+    };
     let job = RangeJob {
         name: c.name,
         g,
