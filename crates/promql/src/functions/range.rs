@@ -26,7 +26,6 @@ type Out = Option<(f64, Option<Arc<FloatHistogram>>)>;
 struct Step<'a> {
     floats: &'a [(i64, f64)],
     hists: &'a [(i64, Arc<FloatHistogram>)],
-    range_start: i64,
     range_end: i64,
     range_ms: i64,
     ts: i64,
@@ -389,6 +388,13 @@ impl RangeJob<'_> {
                 drops.push(acc);
             }
         }
+        if s.hists.is_empty() && matches!(self.name, "rate" | "increase" | "delta") {
+            let points = self.float_rates(s, &drops, &mut b.present);
+            if counter_fn && !points.is_empty() {
+                self.note_if_not_counter(&s.labels, &mut b.annos);
+            }
+            return Ok(points);
+        }
         let mut points = Vec::new();
         let mut produced_float = false;
         let mut cursor = WindowCursor::default();
@@ -412,7 +418,6 @@ impl RangeJob<'_> {
             let step = Step {
                 floats,
                 hists,
-                range_start: r.saturating_sub(arg.range_ms),
                 range_end: r,
                 range_ms: arg.range_ms,
                 ts,
@@ -431,21 +436,86 @@ impl RangeJob<'_> {
             }
         }
         if counter_fn && produced_float {
-            let name = metric_name(&s.labels);
-            if !name.is_empty()
-                && !["_total", "_sum", "_count", "_bucket"]
-                    .iter()
-                    .any(|suf| name.ends_with(suf))
-            {
-                b.annos.info(
-                    format!(
-                        "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {name:?}"
-                    ),
-                    self.pos,
-                );
-            }
+            self.note_if_not_counter(&s.labels, &mut b.annos);
         }
         Ok(points)
+    }
+
+    fn note_if_not_counter(&self, labels: &Labels, annos: &mut Annotations) {
+        let name = metric_name(labels);
+        if !name.is_empty()
+            && !["_total", "_sum", "_count", "_bucket"]
+                .iter()
+                .any(|suf| name.ends_with(suf))
+        {
+            annos.info(
+                format!(
+                    "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {name:?}"
+                ),
+                self.pos,
+            );
+        }
+    }
+
+    /// `rate`, `increase` or `delta` of a float-only series at every step:
+    /// the windows are found first, then the arithmetic runs in a loop of
+    /// its own. The extrapolation is a chain of divisions whose latency
+    /// dominates; with nothing else in the loop the processor overlaps the
+    /// chains of consecutive steps. Same formula as [`extrapolated_rate`]
+    /// (one function computes both).
+    fn float_rates(&self, s: &MSeries, drops: &[u32], present: &mut [bool]) -> Vec<Point> {
+        let is_counter = self.name != "delta";
+        let is_rate = self.name == "rate";
+        let range_ms = self.window.range_ms;
+        let mut windows: Vec<RateWindow> = Vec::new();
+        let mut cursor = WindowCursor::default();
+        for (i, present_i) in present.iter_mut().enumerate() {
+            let r = self.window.ref_time(self.g.ts(i));
+            let (floats, _) = cursor.window(s, r, range_ms);
+            if floats.is_empty() {
+                continue;
+            }
+            *present_i = true;
+            if floats.len() < 2 {
+                continue;
+            }
+            let (f0, f1) = cursor.float_bounds();
+            let (first, last) = (floats[0], floats[floats.len() - 1]);
+            let mut result = last.1 - first.1;
+            if is_counter && drops[f1 - 1] != drops[f0] {
+                for w in floats.windows(2) {
+                    if w[1].1 < w[0].1 {
+                        result += w[0].1;
+                    }
+                }
+            }
+            windows.push(RateWindow {
+                step: i as u32,
+                first_t: first.0,
+                last_t: last.0,
+                n_minus_one: floats.len() - 1,
+                first_v: first.1,
+                result,
+                range_end: r,
+            });
+        }
+        windows
+            .iter()
+            .map(|w| Point {
+                step: w.step,
+                f: w.result
+                    * extrapolation_factor(
+                        w.first_t,
+                        w.last_t,
+                        w.n_minus_one,
+                        is_counter.then_some((w.first_v, w.result)),
+                        w.range_end,
+                        range_ms,
+                        is_rate,
+                    ),
+                h: None,
+            })
+            .collect()
     }
 }
 
@@ -868,23 +938,67 @@ fn extrapolated_rate(s: &Step<'_>, a: &mut Annotations, is_counter: bool, is_rat
             }
         }
     }
-    let mut to_start = (first_t - s.range_start) as f64 / 1000.0;
-    let mut to_end = (s.range_end - last_t) as f64 / 1000.0;
+    // The counter's zero point: from the first value and the increase.
+    let zero_from = is_counter.then(|| match &result_h {
+        Some(h) => (s.hists[0].1.count, h.count),
+        None => (s.floats[0].1, result_f),
+    });
+    let factor = extrapolation_factor(
+        first_t,
+        last_t,
+        n_minus_one,
+        zero_from,
+        s.range_end,
+        s.range_ms,
+        is_rate,
+    );
+    match result_h {
+        Some(h) => histo(hist::compact(&hist::scale(&h, factor))),
+        None => float(result_f * factor),
+    }
+}
+
+/// One window of [`RangeJob::float_rates`].
+struct RateWindow {
+    step: u32,
+    first_t: i64,
+    last_t: i64,
+    n_minus_one: usize,
+    first_v: f64,
+    /// The increase (reset-corrected for counters).
+    result: f64,
+    range_end: i64,
+}
+
+/// Prometheus' `extrapolatedRate` without its value: what the increase
+/// between the first and last sample of the window `(range_end - range_ms,
+/// range_end]` is multiplied by. Extrapolation toward the window's edges
+/// stops at 1.1 average sample intervals and, for counters (`zero_from` =
+/// the first value and the increase, for a histogram their counts), at the
+/// point where the counter would have been zero.
+#[inline(always)]
+fn extrapolation_factor(
+    first_t: i64,
+    last_t: i64,
+    n_minus_one: usize,
+    zero_from: Option<(f64, f64)>,
+    range_end: i64,
+    range_ms: i64,
+    is_rate: bool,
+) -> f64 {
+    let range_start = range_end.saturating_sub(range_ms);
+    let mut to_start = (first_t - range_start) as f64 / 1000.0;
+    let mut to_end = (range_end - last_t) as f64 / 1000.0;
     let sampled = (last_t - first_t) as f64 / 1000.0;
     let avg_between = sampled / n_minus_one as f64;
     let threshold = avg_between * 1.1;
     if to_start >= threshold {
         to_start = avg_between / 2.0;
     }
-    if is_counter {
+    if let Some((first, increase)) = zero_from {
         let mut to_zero = to_start;
-        if let Some(h) = &result_h {
-            let first_count = s.hists[0].1.count;
-            if h.count > 0.0 && first_count >= 0.0 {
-                to_zero = sampled * (first_count / h.count);
-            }
-        } else if result_f > 0.0 && s.floats[0].1 >= 0.0 {
-            to_zero = sampled * (s.floats[0].1 / result_f);
+        if increase > 0.0 && first >= 0.0 {
+            to_zero = sampled * (first / increase);
         }
         if to_zero < to_start {
             to_start = to_zero;
@@ -899,12 +1013,9 @@ fn extrapolated_rate(s: &Step<'_>, a: &mut Annotations, is_counter: bool, is_rat
         1.0
     };
     if is_rate {
-        factor /= s.range_ms as f64 / 1000.0;
+        factor /= range_ms as f64 / 1000.0;
     }
-    match result_h {
-        Some(h) => histo(hist::compact(&hist::scale(&h, factor))),
-        None => float(result_f * factor),
-    }
+    factor
 }
 
 fn instant_value(s: &Step<'_>, a: &mut Annotations, is_rate: bool) -> Out {
@@ -1021,7 +1132,6 @@ mod tests {
         Step {
             floats,
             hists: &[],
-            range_start: start,
             range_end: end,
             range_ms: end - start,
             ts: end,
