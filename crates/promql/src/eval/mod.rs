@@ -559,39 +559,29 @@ fn finish_matrix(series: Vec<MSeries>) -> Result<Vec<RangeSeries>, QueryError> {
 }
 
 fn assemble_range(steps: Vec<Vector>, g: Grid) -> Result<Vec<RangeSeries>, QueryError> {
-    // Most series keep their label allocation from step to step, so points
-    // are first looked up by the address of that allocation (the first one
-    // seen for a series is kept alive in `by_ptr`, so its address cannot be
-    // reused), and only then by the label contents; the name is dropped
-    // once per series. Series whose labels become equal once the name is
-    // dropped are merged below.
-    let mut by_ptr: HashMap<(usize, bool), (Labels, usize)> = HashMap::default();
-    let mut by_content: HashMap<(Labels, bool), usize> = HashMap::default();
+    // Points are grouped by label-set id (looked up by the address of the
+    // label allocation first, see `label_ids`) and whether the name is to
+    // be dropped; the name is dropped once per series. Series whose labels
+    // become equal once the name is dropped are merged below.
+    let mut ids = label_ids::LabelIds::default();
+    let mut index: HashMap<(u32, bool), usize> = HashMap::default();
     let mut parts: Vec<RangeSeries> = Vec::new();
     for (i, v) in steps.into_iter().enumerate() {
         let t = g.ts(i);
         for s in v {
-            let key = (s.labels.as_slice().as_ptr() as usize, s.drop_name);
-            let idx = match by_ptr.get(&key) {
-                Some(&(_, idx)) => idx,
-                None => match by_content.get(&(s.labels.clone(), s.drop_name)) {
-                    Some(&idx) => idx,
-                    None => {
-                        let idx = parts.len();
-                        parts.push(RangeSeries {
-                            labels: if s.drop_name {
-                                drop_metric_name(&s.labels)
-                            } else {
-                                s.labels.clone()
-                            },
-                            ..Default::default()
-                        });
-                        by_content.insert((s.labels.clone(), s.drop_name), idx);
-                        by_ptr.insert(key, (s.labels, idx));
-                        idx
-                    }
-                },
-            };
+            let idx = *index
+                .entry((ids.id(&s.labels), s.drop_name))
+                .or_insert_with(|| {
+                    parts.push(RangeSeries {
+                        labels: if s.drop_name {
+                            drop_metric_name(&s.labels)
+                        } else {
+                            s.labels.clone()
+                        },
+                        ..Default::default()
+                    });
+                    parts.len() - 1
+                });
             let e = &mut parts[idx];
             let last_t = e
                 .floats
