@@ -7,6 +7,7 @@
 
 pub mod body;
 pub mod limits;
+pub mod loki;
 pub mod otlp;
 pub mod remote_write;
 pub mod validate;

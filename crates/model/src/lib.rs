@@ -1,8 +1,9 @@
-//! Shared vocabulary of miru: tenants, labels, matchers, samples and the
-//! error kinds every stage maps its errors onto. No I/O lives here.
+//! Shared vocabulary of miru: tenants, labels, matchers, samples, the
+//! error kinds every stage maps its errors onto, and calendar dates. No I/O lives here.
 //!
 //! Input: nothing. Output: types used by `ingest`, `storage` and `server`.
 
+pub mod civil;
 mod error;
 mod histogram;
 mod labels;

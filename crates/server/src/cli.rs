@@ -32,13 +32,17 @@ pub enum Command {
     Config,
     /// Send a realistic, deterministic load to a compatible endpoint.
     #[command(subcommand)]
-    Loadgen(Loadgen),
+    Loadgen(Box<Loadgen>),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Loadgen {
-    /// Metrics over Prometheus remote write 1.0 (node_exporter, kube-state-metrics and HTTP-service shapes).
+    /// Metrics (node_exporter, kube-state-metrics and HTTP-service shapes) over remote write 1.0/2.0 or OTLP.
     Metrics(crate::loadgen::MetricsArgs),
+    /// Kubernetes application logs (JSON, logfmt, plain) over Loki push (protobuf/JSON) or OTLP.
+    Logs(crate::loadgen::LogsArgs),
+    /// Microservice request traces over OTLP/HTTP or OTLP/gRPC.
+    Traces(crate::loadgen::TracesArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]

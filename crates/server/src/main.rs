@@ -17,11 +17,15 @@ fn main() -> anyhow::Result<()> {
             print!("{}", cfg.to_yaml());
             Ok(())
         }
-        Some(cli::Command::Loadgen(cli::Loadgen::Metrics(args))) => {
+        Some(cli::Command::Loadgen(which)) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(miru::loadgen::run_metrics(args))
+            match *which {
+                cli::Loadgen::Metrics(args) => rt.block_on(miru::loadgen::run_metrics(args)),
+                cli::Loadgen::Logs(args) => rt.block_on(miru::loadgen::run_logs(args)),
+                cli::Loadgen::Traces(args) => rt.block_on(miru::loadgen::run_traces(args)),
+            }
         }
         None | Some(cli::Command::Serve) => {
             let rt = tokio::runtime::Builder::new_multi_thread()

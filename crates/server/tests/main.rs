@@ -11,6 +11,7 @@ mod bad_input;
 mod cli;
 mod durability;
 mod limits;
+mod loadgen;
 mod otel_sdk;
 mod promql_api;
 mod promql_differential;

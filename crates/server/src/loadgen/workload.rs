@@ -43,10 +43,26 @@ enum Kind {
     Bucket { rate: f64, fraction: f64 },
 }
 
+/// The metric type of a series' family, as remote write 2.0 metadata and
+/// OTLP need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricType {
+    Counter,
+    Gauge,
+    /// A series of a classic histogram (`_bucket`, `_sum` or `_count`).
+    Histogram,
+}
+
 /// One generated series: its labels and its current value.
 #[derive(Debug, Clone)]
 pub struct GenSeries {
     pub labels: Vec<(String, String)>,
+    pub metric_type: MetricType,
+    /// The scrape target (host, pod or service instance) it belongs to:
+    /// churn replaces whole targets, as a rollout or a reschedule does.
+    pub target: u32,
+    /// How many times its target was replaced (0: the original).
+    pub generation: u32,
     kind: Kind,
     value: f64,
     rng: Rng,
@@ -75,6 +91,42 @@ impl GenSeries {
         self.value = tidy;
         self.value
     }
+
+    /// Replaces the series by its successor on a new target: `instance` and
+    /// `pod` get a `-r<generation>` suffix and counters start again from 0.
+    fn replace(&mut self) {
+        self.generation += 1;
+        let suffix = format!("-r{}", self.generation);
+        for (name, value) in &mut self.labels {
+            if name != "instance" && name != "pod" {
+                continue;
+            }
+            if self.generation > 1 {
+                let old = format!("-r{}", self.generation - 1);
+                *value = value.replacen(&old, "", 1);
+            }
+            // `host:port` keeps its port last.
+            match value.rfind(':') {
+                Some(colon) => value.insert_str(colon, &suffix),
+                None => value.push_str(&suffix),
+            }
+        }
+        if matches!(self.kind, Kind::Counter { .. } | Kind::Bucket { .. }) {
+            self.value = 0.0;
+        }
+    }
+}
+
+/// Replaces about `fraction` of the scrape targets (all their series) by
+/// new ones; which ones follows `rng`, so runs repeat exactly.
+pub fn churn(series: &mut [GenSeries], fraction: f64, rng: &mut Rng) {
+    let targets = series.iter().map(|s| s.target + 1).max().unwrap_or(0);
+    let replaced: Vec<bool> = (0..targets).map(|_| rng.f64() < fraction).collect();
+    for s in series {
+        if replaced[s.target as usize] {
+            s.replace();
+        }
+    }
 }
 
 fn labels(name: &str, base: &[(&str, String)], extra: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -92,12 +144,22 @@ fn labels(name: &str, base: &[(&str, String)], extra: &[(&str, &str)]) -> Vec<(S
 struct Builder {
     out: Vec<GenSeries>,
     rng: Rng,
+    target: u32,
+    /// Set while adding a classic histogram: its series share one random
+    /// stream, so the cumulative buckets stay ordered (rounding is monotonic).
+    histogram_seed: Option<u64>,
 }
 
 impl Builder {
     fn add(&mut self, l: Vec<(String, String)>, kind: Kind) {
-        let seed = self.rng.next_u64();
+        let seed = self.histogram_seed.unwrap_or_else(|| self.rng.next_u64());
+        let metric_type = match kind {
+            _ if self.histogram_seed.is_some() => MetricType::Histogram,
+            Kind::Counter { .. } | Kind::Bucket { .. } => MetricType::Counter,
+            Kind::Gauge { .. } | Kind::Constant(_) => MetricType::Gauge,
+        };
         let start = match kind {
+            _ if self.histogram_seed.is_some() => 0.0,
             Kind::Counter { rate, step } => {
                 ((rate * 86_400.0 * Rng::new(seed).f64()) / step).round() * step
             }
@@ -107,6 +169,9 @@ impl Builder {
         };
         self.out.push(GenSeries {
             labels: l,
+            metric_type,
+            target: self.target,
+            generation: 0,
             kind,
             value: start,
             rng: Rng::new(seed),
@@ -114,6 +179,7 @@ impl Builder {
     }
 
     fn node(&mut self, host: usize) {
+        self.target += 1;
         let base = [
             ("job", "node".to_string()),
             ("instance", format!("node-{host}:9100")),
@@ -286,6 +352,7 @@ impl Builder {
     }
 
     fn pod(&mut self, ns: usize, pod: usize) {
+        self.target += 1;
         let n = format!("ns-{ns}");
         let p = format!("app-{ns}-{pod}-7c9f8d6b5-x{pod:03}");
         let base = [
@@ -349,6 +416,7 @@ impl Builder {
     }
 
     fn service(&mut self, svc: usize, inst: usize) {
+        self.target += 1;
         let base = [
             ("job", format!("svc-{svc}")),
             ("instance", format!("10.1.{svc}.{inst}:8080")),
@@ -378,6 +446,7 @@ impl Builder {
                         },
                     );
                 }
+                self.histogram_seed = Some(self.rng.next_u64());
                 let n = buckets.len();
                 for (i, le) in buckets.iter().enumerate() {
                     let fraction = ((i + 1) as f64 / n as f64).powf(0.3);
@@ -412,6 +481,7 @@ impl Builder {
                         fraction: 1.0,
                     },
                 );
+                self.histogram_seed = None;
             }
         }
     }
@@ -422,6 +492,8 @@ pub fn build(n: usize, seed: u64) -> Vec<GenSeries> {
     let mut b = Builder {
         out: Vec::with_capacity(n + 256),
         rng: Rng::new(seed),
+        target: 0,
+        histogram_seed: None,
     };
     let (mut host, mut ns, mut svc) = (0, 0, 0);
     while b.out.len() < n {
@@ -458,5 +530,68 @@ mod tests {
                 assert_eq!(x.step(15.0).to_bits(), y.step(15.0).to_bits());
             }
         }
+    }
+
+    #[test]
+    fn classic_histogram_buckets_stay_cumulative() {
+        let mut s = build(3000, 3);
+        for _ in 0..50 {
+            let values: Vec<f64> = s.iter_mut().map(|x| x.step(15.0)).collect();
+            let mut checked = 0;
+            for w in s.windows(2).zip(values.windows(2)) {
+                let (pair, v) = w;
+                let name = |x: &GenSeries| x.labels[0].1.clone();
+                let le = |x: &GenSeries| x.labels.iter().find(|l| l.0 == "le").map(|l| l.1.clone());
+                if name(&pair[0]).ends_with("_bucket") && name(&pair[1]).ends_with("_bucket") {
+                    let (a, b) = (le(&pair[0]).unwrap(), le(&pair[1]).unwrap());
+                    let parse = |x: &str| {
+                        if x == "+Inf" {
+                            f64::INFINITY
+                        } else {
+                            x.parse().unwrap()
+                        }
+                    };
+                    if parse(&a) < parse(&b) {
+                        assert!(v[0] <= v[1], "bucket le={a} {} > le={b} {}", v[0], v[1]);
+                        checked += 1;
+                    }
+                }
+            }
+            assert!(checked > 100);
+        }
+        assert!(s.iter().any(|x| x.metric_type == MetricType::Histogram));
+    }
+
+    #[test]
+    fn churn_replaces_whole_targets_with_new_series() {
+        let mut s = build(2000, 5);
+        let before: Vec<_> = s.iter().map(|x| x.labels.clone()).collect();
+        churn(&mut s, 0.3, &mut Rng::new(9));
+        let changed: Vec<bool> = s.iter().zip(&before).map(|(a, b)| a.labels != *b).collect();
+        let share = changed.iter().filter(|c| **c).count() as f64 / s.len() as f64;
+        assert!((0.1..0.6).contains(&share), "share {share}");
+        for (x, ch) in s.iter().zip(&changed) {
+            // A target is replaced whole or not at all.
+            let same_target = s.iter().zip(&changed).filter(|(y, _)| y.target == x.target);
+            assert!(same_target.clone().all(|(_, c)| c == ch));
+            if *ch {
+                let inst = x
+                    .labels
+                    .iter()
+                    .find(|l| l.0 == "instance" || l.0 == "pod")
+                    .unwrap();
+                assert!(inst.1.contains("-r1"), "{inst:?}");
+            }
+        }
+        churn(&mut s, 1.0, &mut Rng::new(9));
+        let inst = s[0].labels.iter().find(|l| l.0 == "instance").unwrap();
+        assert!(
+            inst.1.contains("-r") && !inst.1.contains("-r1-r"),
+            "{inst:?}"
+        );
+        let mut names: Vec<_> = s.iter().map(|x| x.labels.clone()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), 2000);
     }
 }
