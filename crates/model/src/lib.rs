@@ -1,4 +1,4 @@
-//! Shared vocabulary of miru: tenants, labels, matchers, samples, the
+//! Shared vocabulary of miru: tenants, labels, matchers, samples, log entries, the
 //! error kinds every stage maps its errors onto, and calendar dates. No I/O lives here.
 //!
 //! Input: nothing. Output: types used by `ingest`, `storage` and `server`.
@@ -7,6 +7,7 @@ pub mod civil;
 mod error;
 mod histogram;
 mod labels;
+mod log;
 mod matcher;
 mod sample;
 mod tenant;
@@ -17,6 +18,7 @@ pub use histogram::{
     HistogramSample, deltas_to_absolute, exponential_bucket_bound,
 };
 pub use labels::{Label, Labels, LabelsBuilder, METRIC_NAME};
+pub use log::{LogEntry, LogStreamWrite};
 pub use matcher::{MatchOp, Matcher, MatcherError, matches_all};
 pub use sample::{
     Exemplar, MetricMetadata, MetricType, STALE_NAN_BITS, Sample, SeriesWrite, WriteBatch,

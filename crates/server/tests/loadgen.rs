@@ -1,8 +1,8 @@
 //! `miru loadgen`: every metrics protocol delivers the same data to the real
 //! server; logs and traces reach a receiver decoded entry for entry.
 //!
-//! Logs and traces go to a receiver written here (it decodes the bodies
-//! with the same protocol types a server would) because neither Loki, Tempo
+//! Logs and traces go to a receiver written here (Loki pushes through
+//! miru's own push decoder, OTLP through the protocol's generated types) because neither Loki, Tempo
 //! nor an OpenTelemetry Collector can be installed on this machine, and
 //! miru does not ingest logs or traces yet.
 
@@ -175,7 +175,7 @@ mod receiver {
     use axum::extract::State;
     use axum::http::{HeaderMap, StatusCode};
     use axum::routing::post;
-    use miru_ingest::loki::push::PushRequest;
+    use miru_ingest::loki::decode_push;
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
         TraceService, TraceServiceServer,
@@ -209,34 +209,14 @@ mod receiver {
     ) -> Result<StatusCode, (StatusCode, String)> {
         let mut seen = s.lock().unwrap();
         tenant(&h, &mut seen)?;
-        let bad = |e: String| (StatusCode::BAD_REQUEST, e);
-        let json = h
-            .get("content-type")
-            .is_some_and(|c| c.as_bytes().starts_with(b"application/json"));
-        let streams: Vec<(String, usize)> = if json {
-            let v: serde_json::Value =
-                serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
-            v["streams"]
-                .as_array()
-                .ok_or_else(|| bad("no streams".into()))?
-                .iter()
-                .map(|s| {
-                    (
-                        s["stream"].to_string(),
-                        s["values"].as_array().map_or(0, Vec::len),
-                    )
-                })
-                .collect()
-        } else {
-            let raw = snap::raw::Decoder::new()
-                .decompress_vec(&body)
-                .map_err(|e| bad(e.to_string()))?;
-            let req = PushRequest::decode(&raw[..]).map_err(|e| bad(e.to_string()))?;
-            req.streams
-                .iter()
-                .map(|s| (s.labels.clone(), s.entries.len()))
-                .collect()
-        };
+        let ct = h.get("content-type").and_then(|c| c.to_str().ok());
+        let ce = h.get("content-encoding").and_then(|c| c.to_str().ok());
+        let json = ct == Some("application/json");
+        let streams: Vec<(String, usize)> = decode_push(&body, ct, ce, 64 << 20)
+            .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?
+            .into_iter()
+            .map(|s| (s.labels.to_string(), s.entries.len()))
+            .collect();
         let key = if json { "loki-json" } else { "loki-proto" };
         for (labels, n) in streams {
             *seen.entries.entry(key.into()).or_default() += n as u64;

@@ -1,6 +1,7 @@
-//! Loki's push protocol (`/loki/api/v1/push`).
-//!
-//! So far only the message types, which `miru loadgen logs` encodes; the
-//! decoder and validation arrive with log ingestion.
+//! Loki's push protocol (`/loki/api/v1/push`): the wire types (which
+//! `miru loadgen logs` also encodes) and the decoder to log streams.
 
+mod decode;
 pub mod push;
+
+pub use decode::{PushError, decode_push, parse_stream_labels};

@@ -260,10 +260,8 @@ pub async fn run_logs(a: LogsArgs) -> anyhow::Result<()> {
         (None, _) => "http://127.0.0.1:9009/loki/api/v1/push".into(),
     };
     let headers: Arc<Vec<(&'static str, String)>> = Arc::new(match a.protocol {
-        LogsProtocol::LokiProto => vec![
-            ("Content-Type", "application/x-protobuf".into()),
-            ("Content-Encoding", "snappy".into()),
-        ],
+        // As Promtail and Alloy send it: the snappy block is implied.
+        LogsProtocol::LokiProto => vec![("Content-Type", "application/x-protobuf".into())],
         LogsProtocol::LokiJson => vec![("Content-Type", "application/json".into())],
         LogsProtocol::Otlp => vec![("Content-Type", "application/x-protobuf".into())],
     });
