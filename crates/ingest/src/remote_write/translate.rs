@@ -126,16 +126,17 @@ pub fn decode_v2(body: &[u8], max_decompressed: usize) -> Result<WriteBatch, Rem
     {
         return Err(RemoteWriteError::FirstSymbolNotEmpty(first.clone()));
     }
-    let sym = |series: usize, what: &'static str, r: u32| -> Result<&str, RemoteWriteError> {
-        symbols
-            .get(r as usize)
-            .map(String::as_str)
-            .ok_or(RemoteWriteError::SymbolRef {
-                series,
-                what,
-                reference: r,
-                len: symbols.len(),
-            })
+    // Each symbol becomes one shared string: the labels of every series
+    // point at it instead of copying it (a request repeats names and
+    // values across thousands of series).
+    let shared: Vec<Arc<str>> = symbols.iter().map(|s| Arc::from(s.as_str())).collect();
+    let sym = |series: usize, what: &'static str, r: u32| -> Result<&Arc<str>, RemoteWriteError> {
+        shared.get(r as usize).ok_or(RemoteWriteError::SymbolRef {
+            series,
+            what,
+            reference: r,
+            len: symbols.len(),
+        })
     };
     let resolve = |series: usize, what: &'static str, refs: &[u32]| {
         if !refs.len().is_multiple_of(2) {
@@ -147,12 +148,16 @@ pub fn decode_v2(body: &[u8], max_decompressed: usize) -> Result<WriteBatch, Rem
         }
         let mut pairs = Vec::with_capacity(refs.len() / 2);
         for pair in refs.chunks_exact(2) {
-            pairs.push((sym(series, what, pair[0])?, sym(series, what, pair[1])?));
+            pairs.push((
+                Arc::clone(sym(series, what, pair[0])?),
+                Arc::clone(sym(series, what, pair[1])?),
+            ));
         }
         Ok(pairs)
     };
     let mut batch = WriteBatch::default();
     batch.series.reserve(req.timeseries.len());
+    let mut seen_metadata = foldhash::HashSet::default();
     for (i, ts) in req.timeseries.iter().enumerate() {
         let labels = checked_labels(i, resolve(i, "labels", &ts.labels_refs)?.into_iter())?;
         let mut exemplars = Vec::with_capacity(ts.exemplars.len());
@@ -164,9 +169,13 @@ pub fn decode_v2(body: &[u8], max_decompressed: usize) -> Result<WriteBatch, Rem
                 timestamp_ms: e.timestamp,
             });
         }
+        // Metadata is per series in 2.0, so a request repeats each
+        // family's: one entry per distinct (name, type, help, unit) is kept.
+        // Names are told apart by address: each is one of `shared`'s strings.
         if let Some(md) = &ts.metadata
             && (md.r#type != 0 || md.help_ref != 0 || md.unit_ref != 0)
             && let Some(name) = labels.metric_name()
+            && seen_metadata.insert((name.as_ptr() as usize, md.r#type, md.help_ref, md.unit_ref))
         {
             batch.metadata.push(MetricMetadata {
                 metric_family: name.to_string(),
@@ -260,14 +269,15 @@ fn exemplar_context(series: usize, e: RemoteWriteError) -> RemoteWriteError {
 /// Builds labels while checking what only the wire order can show:
 /// names must be strictly increasing (sorted, no duplicates), as Mimir
 /// requires. Empty values are dropped, as Prometheus drops them.
-fn checked_labels<'a>(
+fn checked_labels<S: AsRef<str> + Into<Arc<str>> + Clone>(
     series: usize,
-    pairs: impl Iterator<Item = (&'a str, &'a str)>,
+    pairs: impl Iterator<Item = (S, S)>,
 ) -> Result<Labels, RemoteWriteError> {
     let mut out: Vec<Label> = Vec::new();
-    let mut prev: Option<&str> = None;
+    let mut prev: Option<S> = None;
     for (name, value) in pairs {
-        if let Some(p) = prev {
+        if let Some(p) = &prev {
+            let (name, p) = (name.as_ref(), p.as_ref());
             if name == p {
                 return Err(RemoteWriteError::Labels {
                     series,
@@ -281,8 +291,8 @@ fn checked_labels<'a>(
                 });
             }
         }
-        prev = Some(name);
-        if !value.is_empty() {
+        prev = Some(name.clone());
+        if !value.as_ref().is_empty() {
             out.push(Label::new(name, value));
         }
     }
@@ -432,6 +442,26 @@ mod tests {
         assert_eq!(b.series[0].labels.to_string(), "up{job=\"n\"}");
         assert_eq!(b.metadata[0].help, "help me");
         assert_eq!(b.metadata[0].metric_type, MetricType::Counter);
+
+        // Per-series metadata repeated across a family's series is kept
+        // once; a series whose metadata differs adds its own entry.
+        let mut many = req.clone();
+        let series = many.timeseries[0].clone();
+        many.symbols.push("m".into());
+        for (job, help) in [(6, 5), (4, 5), (6, 0)] {
+            let mut s = series.clone();
+            s.labels_refs = vec![1, 2, 3, job];
+            s.metadata.as_mut().unwrap().help_ref = help;
+            many.timeseries.push(s);
+        }
+        many.timeseries.remove(0);
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&many.encode_to_vec())
+            .unwrap();
+        let b = decode_v2(&body, 1 << 20).unwrap();
+        assert_eq!(b.series.len(), 3);
+        let helps: Vec<&str> = b.metadata.iter().map(|m| m.help.as_str()).collect();
+        assert_eq!(helps, ["help me", ""]);
 
         let mut bad = req.clone();
         bad.timeseries[0].labels_refs = vec![1, 99];

@@ -280,8 +280,24 @@ impl TenantHead {
             self.note_active(span.0);
             self.note_active(span.1);
         }
+        // Remote write 2.0 sends its series' metadata with every request:
+        // an entry the head already holds, and already logged in this WAL
+        // segment, changes nothing (the segment rule of series records:
+        // each segment repeats what it needs, so WAL truncation loses none).
+        let mut metadata_rec: Vec<MetricMetadata> = Vec::new();
         for m in &batch.metadata {
-            self.metadata.insert(m.metric_family.clone(), m.clone());
+            match self.metadata.get_mut(&m.metric_family) {
+                Some((held, logged)) if held == m && *logged == segment => continue,
+                Some((held, logged)) => {
+                    held.clone_from(m);
+                    *logged = segment;
+                }
+                None => {
+                    self.metadata
+                        .insert(m.metric_family.clone(), (m.clone(), segment));
+                }
+            }
+            metadata_rec.push(m.clone());
         }
         let mut rec = RecordBuf::default();
         let series_refs: Vec<(u32, &miru_model::Labels)> = new_series
@@ -293,7 +309,7 @@ impl TenantHead {
         rec.histograms(&self.tenant, &histograms_rec);
         let ex_refs: Vec<(u32, &Exemplar)> = exemplars_rec.iter().map(|(id, e)| (*id, e)).collect();
         rec.exemplars(&self.tenant, &ex_refs);
-        rec.metadata(&self.tenant, &batch.metadata);
+        rec.metadata(&self.tenant, &metadata_rec);
         (rec, out)
     }
 
@@ -358,8 +374,9 @@ impl TenantHead {
         }
     }
 
+    /// Segment 0: logged again by the first append after the restart.
     pub(crate) fn replay_metadata(&mut self, m: MetricMetadata) {
-        self.metadata.insert(m.metric_family.clone(), m);
+        self.metadata.insert(m.metric_family.clone(), (m, 0));
     }
 }
 
@@ -422,6 +439,40 @@ mod tests {
         let (_, o) = h.append(other, LIMITS, 1, 0);
         assert_eq!(o.rejected, vec![(RejectReason::SeriesLimit, 1)]);
         assert!(o.first_error.unwrap().1.contains("series limit of 1"));
+    }
+
+    #[test]
+    fn metadata_is_logged_once_per_segment_and_on_change() {
+        let mut h = TenantHead::new(TenantId::anonymous());
+        let md = |help: &str| MetricMetadata {
+            metric_family: "up".into(),
+            metric_type: miru_model::MetricType::Gauge,
+            help: help.into(),
+            unit: String::new(),
+        };
+        let with = |help: &str| {
+            let mut b = batch(&[]);
+            b.metadata = vec![md(help), md(help)];
+            b
+        };
+        let logged = |rec: &RecordBuf| {
+            rec.records
+                .iter()
+                .filter(|(k, _)| *k == crate::wal::record_kind_metadata())
+                .count()
+        };
+        let (rec, _) = h.append(with("a"), LIMITS, 1, 0);
+        assert_eq!(logged(&rec), 1, "new metadata is logged");
+        let (rec, _) = h.append(with("a"), LIMITS, 1, 0);
+        assert_eq!(logged(&rec), 0, "unchanged in the same segment");
+        let (rec, _) = h.append(with("a"), LIMITS, 2, 0);
+        assert_eq!(logged(&rec), 1, "a new segment repeats it");
+        let (rec, _) = h.append(with("b"), LIMITS, 2, 0);
+        assert_eq!(logged(&rec), 1, "a change is logged");
+        assert_eq!(h.metadata(), vec![md("b")]);
+        h.replay_metadata(md("c"));
+        let (rec, _) = h.append(with("c"), LIMITS, 2, 0);
+        assert_eq!(logged(&rec), 1, "replayed entries are logged again once");
     }
 
     #[test]

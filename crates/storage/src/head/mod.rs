@@ -68,7 +68,8 @@ pub(crate) struct TenantHead {
     /// Cut generations not yet persisted as parts, oldest first.
     frozen: Vec<Arc<Frozen>>,
     exemplars: VecDeque<(u32, Exemplar)>,
-    metadata: HashMap<String, MetricMetadata>,
+    /// Metadata by family, with the WAL segment it was last logged in.
+    metadata: HashMap<String, (MetricMetadata, u64)>,
     /// Bumped by every cut that ranks series; 0 means "never ranked".
     rank_generation: u32,
 }

@@ -146,6 +146,6 @@ impl TenantHead {
     }
 
     pub(crate) fn metadata(&self) -> Vec<MetricMetadata> {
-        self.metadata.values().cloned().collect()
+        self.metadata.values().map(|(m, _)| m.clone()).collect()
     }
 }

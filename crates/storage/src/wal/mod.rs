@@ -48,3 +48,8 @@ pub enum WalError {
 pub(crate) fn record_kind_samples() -> u8 {
     record::RECORD_SAMPLES
 }
+
+#[cfg(test)]
+pub(crate) fn record_kind_metadata() -> u8 {
+    record::RECORD_METADATA
+}
