@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
 use super::workload::Rng;
-use super::{CommonArgs, Runner, http_client, otlp_kv as kv, post};
+use super::{CommonArgs, Runner, endpoint, http_client, otlp_kv as kv, post};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogsProtocol {
@@ -239,13 +239,9 @@ impl LineGen {
 /// Sends the workload; returns a non-zero exit when nothing was accepted.
 pub async fn run_logs(a: LogsArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.streams > 0, "--streams must be at least 1");
-    anyhow::ensure!(
-        a.lines_per_second > 0.0,
-        "--lines-per-second must be positive"
-    );
-    let total = (a.lines_per_second * a.common.span.as_secs_f64())
-        .round()
-        .max(1.0) as u64;
+    let total = a
+        .common
+        .units_over_span(a.lines_per_second, "--lines-per-second")?;
     let start_ns = a.common.start_ms() * 1_000_000;
     let spacing_ns = 1e9 / a.lines_per_second;
     let mut lines = LineGen::new(
@@ -254,11 +250,13 @@ pub async fn run_logs(a: LogsArgs) -> anyhow::Result<()> {
         start_ns,
         spacing_ns,
     );
-    let url: Arc<str> = match (&a.url, a.protocol) {
-        (Some(u), _) => u.as_str().into(),
-        (None, LogsProtocol::Otlp) => "http://127.0.0.1:9009/otlp/v1/logs".into(),
-        (None, _) => "http://127.0.0.1:9009/loki/api/v1/push".into(),
-    };
+    let url = endpoint(
+        &a.url,
+        match a.protocol {
+            LogsProtocol::Otlp => "http://127.0.0.1:9009/otlp/v1/logs",
+            _ => "http://127.0.0.1:9009/loki/api/v1/push",
+        },
+    );
     let headers: Arc<Vec<(&'static str, String)>> = Arc::new(match a.protocol {
         // As Promtail and Alloy send it: the snappy block is implied.
         LogsProtocol::LokiProto => vec![("Content-Type", "application/x-protobuf".into())],

@@ -9,7 +9,7 @@ use miru_ingest::remote_write::{proto_v1, proto_v2};
 use prost::Message;
 
 use super::workload::{self, GenSeries, MetricType, Rng};
-use super::{CommonArgs, Runner, dur, http_client, post};
+use super::{CommonArgs, Runner, dur, endpoint, http_client, post};
 
 /// Wire protocol of `miru loadgen metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -60,11 +60,13 @@ pub async fn run_metrics(a: MetricsArgs) -> anyhow::Result<()> {
     let churn_every = (a.churn_interval.as_millis() as i64 / interval_ms).max(1);
     let mut churn_rng = Rng::new(a.common.seed ^ 0xC4u64);
     let mut series = workload::build(a.series, a.common.seed);
-    let url: Arc<str> = match (&a.url, a.protocol) {
-        (Some(u), _) => u.as_str().into(),
-        (None, MetricsProtocol::Otlp) => "http://127.0.0.1:9009/otlp/v1/metrics".into(),
-        (None, _) => "http://127.0.0.1:9009/api/v1/push".into(),
-    };
+    let url = endpoint(
+        &a.url,
+        match a.protocol {
+            MetricsProtocol::Otlp => "http://127.0.0.1:9009/otlp/v1/metrics",
+            _ => "http://127.0.0.1:9009/api/v1/push",
+        },
+    );
     let headers: Arc<Vec<(&'static str, String)>> = Arc::new(match a.protocol {
         MetricsProtocol::Rw1 => vec![
             ("Content-Type", "application/x-protobuf".into()),
@@ -85,39 +87,44 @@ pub async fn run_metrics(a: MetricsArgs) -> anyhow::Result<()> {
     let client = http_client(a.common.concurrency)?;
     let mut runner = Runner::new("samples", steps as u64 * series.len() as u64, &a.common);
     let mut otlp = (a.protocol == MetricsProtocol::Otlp).then(|| otlp::Layout::new(&series));
+    let mut rw1_labels = (a.protocol == MetricsProtocol::Rw1).then(|| Rw1Labels::new(&series));
     'steps: for step in 0..steps {
         if a.churn > 0.0 && step > 0 && step % churn_every == 0 {
             workload::churn(&mut series, a.churn, &mut churn_rng);
             otlp = otlp.map(|_| otlp::Layout::new(&series));
+            rw1_labels = rw1_labels.map(|_| Rw1Labels::new(&series));
         }
         let ts = start_ms + step * interval_ms;
         let values: Vec<f64> = series
             .iter_mut()
             .map(|s| s.step(a.interval.as_secs_f64()))
             .collect();
-        let bodies: Vec<(u64, Vec<u8>)> = match &otlp {
-            Some(layout) => layout.requests(&values, ts, start_ms - interval_ms, a.batch),
+        // Requests are cut first and each encoded just before it is sent,
+        // so encoding overlaps the receiver's work on the previous ones.
+        let requests: Vec<std::ops::Range<usize>> = match &otlp {
+            Some(layout) => layout.batches(a.batch),
             None => (0..series.len())
                 .step_by(a.batch.max(1))
-                .map(|from| {
-                    let to = (from + a.batch).min(series.len());
-                    let pb = match a.protocol {
-                        MetricsProtocol::Rw2 => rw2(&series[from..to], &values[from..to], ts),
-                        _ => rw1(&series[from..to], &values[from..to], ts),
-                    };
-                    let body = snap::raw::Encoder::new()
-                        .compress_vec(&pb)
-                        .expect("BUG: snappy of a protobuf body");
-                    ((to - from) as u64, body)
-                })
+                .map(|from| from..(from + a.batch).min(series.len()))
                 .collect(),
         };
         // One scrape is sent completely before the next, so every series
         // arrives in time order whatever the concurrency.
-        for (n, body) in bodies {
+        for range in requests {
             if runner.expired() {
                 break 'steps;
             }
+            let (n, body) = match (&otlp, &rw1_labels) {
+                (Some(layout), _) => layout.request(range, &values, ts, start_ms - interval_ms),
+                (None, Some(labels)) => {
+                    let n = range.len() as u64;
+                    (n, snappy(&labels.request(range, &values, ts)))
+                }
+                (None, None) => {
+                    let (series, values) = (&series[range.clone()], &values[range.clone()]);
+                    (range.len() as u64, snappy(&rw2(series, values, ts)))
+                }
+            };
             let bytes = body.len() as u64;
             let req = post(
                 client.clone(),
@@ -135,31 +142,66 @@ pub async fn run_metrics(a: MetricsArgs) -> anyhow::Result<()> {
         .await
 }
 
-fn rw1(series: &[GenSeries], values: &[f64], ts: i64) -> Vec<u8> {
-    proto_v1::WriteRequest {
-        timeseries: series
-            .iter()
-            .zip(values)
-            .map(|(s, &value)| proto_v1::TimeSeries {
-                labels: s
-                    .labels
-                    .iter()
-                    .map(|(n, v)| proto_v1::Label {
-                        name: n.clone(),
-                        value: v.clone(),
-                    })
-                    .collect(),
-                samples: vec![proto_v1::Sample {
-                    value,
-                    timestamp: ts,
-                }],
-                exemplars: vec![],
-                histograms: vec![],
-            })
-            .collect(),
-        metadata: vec![],
+fn snappy(pb: &[u8]) -> Vec<u8> {
+    snap::raw::Encoder::new()
+        .compress_vec(pb)
+        .expect("BUG: snappy of a protobuf body")
+}
+
+/// Remote write 1.0 requests from each series' labels encoded once (the
+/// `labels` fields of its `TimeSeries`), so a scrape only appends samples:
+/// the loadgen shares the benchmark machine with the receiver, and building
+/// `proto_v1` messages cloned every label string of every sample.
+struct Rw1Labels(Vec<Vec<u8>>);
+
+impl Rw1Labels {
+    fn new(series: &[GenSeries]) -> Rw1Labels {
+        Rw1Labels(
+            series
+                .iter()
+                .map(|s| {
+                    let mut out = Vec::new();
+                    for (name, value) in &s.labels {
+                        out.push(0x0a); // TimeSeries.labels
+                        proto_v1::Label {
+                            name: name.clone(),
+                            value: value.clone(),
+                        }
+                        .encode_length_delimited(&mut out)
+                        .expect("BUG: encoding into a Vec");
+                    }
+                    out
+                })
+                .collect(),
+        )
     }
-    .encode_to_vec()
+
+    /// The `WriteRequest` of `range`'s series, one sample each: the bytes
+    /// `prost` gives for the same message (checked by a test).
+    fn request(&self, range: std::ops::Range<usize>, values: &[f64], ts: i64) -> Vec<u8> {
+        use prost::encoding::{encode_varint, encoded_len_varint};
+        let sample = proto_v1::Sample {
+            value: 0.0,
+            timestamp: ts,
+        };
+        let mut out = Vec::new();
+        for i in range {
+            let sample = proto_v1::Sample {
+                value: values[i],
+                ..sample
+            };
+            let sample_len = sample.encoded_len();
+            let series_len =
+                self.0[i].len() + 1 + encoded_len_varint(sample_len as u64) + sample_len;
+            out.push(0x0a); // WriteRequest.timeseries
+            encode_varint(series_len as u64, &mut out);
+            out.extend_from_slice(&self.0[i]);
+            out.push(0x12); // TimeSeries.samples
+            encode_varint(sample_len as u64, &mut out);
+            sample.encode(&mut out).expect("BUG: encoding into a Vec");
+        }
+        out
+    }
 }
 
 fn rw2<'a>(series: &'a [GenSeries], values: &[f64], ts: i64) -> Vec<u8> {
@@ -372,45 +414,57 @@ mod otlp {
             Layout { targets }
         }
 
-        /// One scrape as OTLP/HTTP bodies of about `batch` samples each
-        /// (whole targets), with the samples each holds.
-        pub(super) fn requests(
+        /// One scrape's requests: ranges of whole targets of about `batch`
+        /// samples each.
+        pub(super) fn batches(&self, batch: usize) -> Vec<std::ops::Range<usize>> {
+            let mut out = Vec::new();
+            let (mut from, mut n) = (0, 0u64);
+            for (i, t) in self.targets.iter().enumerate() {
+                n += t.samples;
+                if n >= batch as u64 {
+                    out.push(from..i + 1);
+                    (from, n) = (i + 1, 0);
+                }
+            }
+            if from < self.targets.len() {
+                out.push(from..self.targets.len());
+            }
+            out
+        }
+
+        /// The OTLP/HTTP body of `targets`' points at `ts_ms`, with the
+        /// samples it holds.
+        pub(super) fn request(
             &self,
+            targets: std::ops::Range<usize>,
             values: &[f64],
             ts_ms: i64,
             start_ms: i64,
-            batch: usize,
-        ) -> Vec<(u64, Vec<u8>)> {
+        ) -> (u64, Vec<u8>) {
             let (ts, start) = (ts_ms as u64 * 1_000_000, start_ms.max(0) as u64 * 1_000_000);
-            let mut out = Vec::new();
-            let mut req = ExportMetricsServiceRequest::default();
-            let mut n = 0u64;
-            for t in &self.targets {
-                req.resource_metrics.push(ResourceMetrics {
-                    resource: Some(Resource {
-                        attributes: t.resource.clone(),
-                        ..Default::default()
-                    }),
-                    scope_metrics: vec![ScopeMetrics {
-                        metrics: t
-                            .metrics
-                            .iter()
-                            .map(|m| m.fill(values, ts, start))
-                            .collect(),
-                        ..Default::default()
-                    }],
-                    schema_url: String::new(),
-                });
-                n += t.samples;
-                if n >= batch as u64 {
-                    out.push((n, std::mem::take(&mut req).encode_to_vec()));
-                    n = 0;
-                }
-            }
-            if n > 0 {
-                out.push((n, req.encode_to_vec()));
-            }
-            out
+            let targets = &self.targets[targets];
+            let req = ExportMetricsServiceRequest {
+                resource_metrics: targets
+                    .iter()
+                    .map(|t| ResourceMetrics {
+                        resource: Some(Resource {
+                            attributes: t.resource.clone(),
+                            ..Default::default()
+                        }),
+                        scope_metrics: vec![ScopeMetrics {
+                            metrics: t
+                                .metrics
+                                .iter()
+                                .map(|m| m.fill(values, ts, start))
+                                .collect(),
+                            ..Default::default()
+                        }],
+                        schema_url: String::new(),
+                    })
+                    .collect(),
+            };
+            let samples = targets.iter().map(|t| t.samples).sum();
+            (samples, req.encode_to_vec())
         }
     }
 
@@ -519,6 +573,78 @@ mod otlp {
                 data: Some(data),
                 ..Default::default()
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The request as `prost` encodes the equivalent `proto_v1` message.
+    fn reference(series: &[GenSeries], values: &[f64], ts: i64) -> Vec<u8> {
+        proto_v1::WriteRequest {
+            timeseries: series
+                .iter()
+                .zip(values)
+                .map(|(s, &value)| proto_v1::TimeSeries {
+                    labels: s
+                        .labels
+                        .iter()
+                        .map(|(n, v)| proto_v1::Label {
+                            name: n.clone(),
+                            value: v.clone(),
+                        })
+                        .collect(),
+                    samples: vec![proto_v1::Sample {
+                        value,
+                        timestamp: ts,
+                    }],
+                    exemplars: vec![],
+                    histograms: vec![],
+                })
+                .collect(),
+            metadata: vec![],
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn rw1_requests_are_the_bytes_prost_writes() {
+        let mut series = workload::build(3000, 2);
+        for round in 0..3 {
+            let labels = Rw1Labels::new(&series);
+            let mut values: Vec<f64> = series.iter_mut().map(|s| s.step(15.0)).collect();
+            // Defaults prost leaves out: a zero value, a zero timestamp.
+            values[7] = 0.0;
+            values[8] = -0.0;
+            for ts in [0, 1_795_292_220_000, -5] {
+                for range in [0..3000, 100..101, 2990..3000, 5..5] {
+                    assert_eq!(
+                        labels.request(range.clone(), &values, ts),
+                        reference(&series[range.clone()], &values[range], ts),
+                        "round {round}, ts {ts}"
+                    );
+                }
+            }
+            workload::churn(&mut series, 0.5, &mut Rng::new(round));
+        }
+    }
+
+    #[test]
+    fn otlp_batches_cover_every_target_once() {
+        let series = workload::build(3000, 2);
+        let layout = otlp::Layout::new(&series);
+        let values = vec![1.0; series.len()];
+        for batch in [1, 700, 100_000] {
+            let ranges = layout.batches(batch);
+            let samples: u64 = ranges
+                .iter()
+                .map(|r| layout.request(r.clone(), &values, 1000, 0).0)
+                .sum();
+            assert_eq!(samples, 3000, "batch {batch}");
+            assert!(ranges.windows(2).all(|w| w[0].end == w[1].start));
+            assert_eq!(ranges[0].start, 0);
         }
     }
 }

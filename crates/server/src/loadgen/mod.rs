@@ -66,6 +66,13 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
+    /// How many units `per_second` of data time makes over `--span` (at
+    /// least one); `flag` names the rate in the error when it is not positive.
+    pub fn units_over_span(&self, per_second: f64, flag: &str) -> anyhow::Result<u64> {
+        anyhow::ensure!(per_second > 0.0, "{flag} must be positive");
+        Ok((per_second * self.span.as_secs_f64()).round().max(1.0) as u64)
+    }
+
     /// The data time of the first unit, in Unix milliseconds.
     pub fn start_ms(&self) -> i64 {
         self.start
@@ -359,6 +366,11 @@ impl From<i64> for AttrValue {
     fn from(i: i64) -> Self {
         AttrValue::I(i)
     }
+}
+
+/// `--url`, or the signal's loopback default.
+pub(crate) fn endpoint(url: &Option<String>, default: &str) -> Arc<str> {
+    url.as_deref().unwrap_or(default).into()
 }
 
 pub(crate) fn http_client(concurrency: usize) -> anyhow::Result<reqwest::Client> {

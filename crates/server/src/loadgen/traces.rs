@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::trace::v1::{
 use prost::Message;
 
 use super::workload::Rng;
-use super::{CommonArgs, Outcome, Runner, http_client, otlp_kv as kv, post};
+use super::{CommonArgs, Outcome, Runner, endpoint, http_client, otlp_kv as kv, post};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TracesProtocol {
@@ -469,13 +469,9 @@ fn request(traces: Vec<TraceSpans>) -> ExportTraceServiceRequest {
 
 /// Sends the workload; returns a non-zero exit when nothing was accepted.
 pub async fn run_traces(a: TracesArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        a.traces_per_second > 0.0,
-        "--traces-per-second must be positive"
-    );
-    let total = (a.traces_per_second * a.common.span.as_secs_f64())
-        .round()
-        .max(1.0) as u64;
+    let total = a
+        .common
+        .units_over_span(a.traces_per_second, "--traces-per-second")?;
     let start_ns = a.common.start_ms().max(0) as u64 * 1_000_000;
     let spacing_ns = 1e9 / a.traces_per_second;
     let mut traces = TraceGen {
@@ -483,11 +479,13 @@ pub async fn run_traces(a: TracesArgs) -> anyhow::Result<()> {
         error_rate: a.error_rate,
     };
     let tenant: Option<Arc<str>> = a.common.tenant.as_deref().map(Into::into);
-    let url: Arc<str> = match (&a.url, a.protocol) {
-        (Some(u), _) => u.as_str().into(),
-        (None, TracesProtocol::OtlpGrpc) => "http://127.0.0.1:4317".into(),
-        (None, TracesProtocol::OtlpHttp) => "http://127.0.0.1:9009/otlp/v1/traces".into(),
-    };
+    let url = endpoint(
+        &a.url,
+        match a.protocol {
+            TracesProtocol::OtlpGrpc => "http://127.0.0.1:4317",
+            TracesProtocol::OtlpHttp => "http://127.0.0.1:9009/otlp/v1/traces",
+        },
+    );
     let client = http_client(a.common.concurrency)?;
     let grpc = match a.protocol {
         TracesProtocol::OtlpGrpc => Some(

@@ -97,19 +97,18 @@ impl GenSeries {
     fn replace(&mut self) {
         self.generation += 1;
         let suffix = format!("-r{}", self.generation);
+        // The previous generation's suffix is replaced where it was put.
+        let previous = match self.generation {
+            1 => 0,
+            g => format!("-r{}", g - 1).len(),
+        };
         for (name, value) in &mut self.labels {
             if name != "instance" && name != "pod" {
                 continue;
             }
-            if self.generation > 1 {
-                let old = format!("-r{}", self.generation - 1);
-                *value = value.replacen(&old, "", 1);
-            }
             // `host:port` keeps its port last.
-            match value.rfind(':') {
-                Some(colon) => value.insert_str(colon, &suffix),
-                None => value.push_str(&suffix),
-            }
+            let end = value.rfind(':').unwrap_or(value.len());
+            value.replace_range(end - previous..end, &suffix);
         }
         if matches!(self.kind, Kind::Counter { .. } | Kind::Bucket { .. }) {
             self.value = 0.0;
