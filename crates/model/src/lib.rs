@@ -18,7 +18,7 @@ pub use histogram::{
     HistogramSample, deltas_to_absolute, exponential_bucket_bound,
 };
 pub use labels::{Label, Labels, LabelsBuilder, METRIC_NAME};
-pub use log::{LogEntry, LogStreamWrite};
+pub use log::{LogEntry, LogStreamWrite, format_stream_labels};
 pub use matcher::{MatchOp, Matcher, MatcherError, matches_all};
 pub use sample::{
     Exemplar, MetricMetadata, MetricType, STALE_NAN_BITS, Sample, SeriesWrite, WriteBatch,

@@ -12,7 +12,7 @@ use object_store::{ObjectStore, ObjectStoreExt, path::Path};
 /// parts it replaced, until those are deleted.
 pub(crate) const REPLACES_SUFFIX: &str = ".replaces";
 
-use crate::part::PartName;
+use crate::part::{PartName, Signal};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartEntry {
@@ -20,9 +20,12 @@ pub struct PartEntry {
     pub size: u64,
 }
 
+/// Metrics parts and logs parts are kept apart: every query, compaction
+/// and replay rule reads one signal only.
 #[derive(Debug, Default)]
 pub(crate) struct Catalog {
     parts: BTreeMap<TenantId, Vec<PartEntry>>,
+    log_parts: BTreeMap<TenantId, Vec<PartEntry>>,
 }
 
 /// Undoes `%XX` escapes; anything malformed is kept as is.
@@ -89,16 +92,44 @@ impl Catalog {
         Ok(c)
     }
 
+    fn signal_mut(&mut self, signal: Signal) -> &mut BTreeMap<TenantId, Vec<PartEntry>> {
+        match signal {
+            Signal::Metrics => &mut self.parts,
+            Signal::Logs => &mut self.log_parts,
+        }
+    }
+
     pub(crate) fn add(&mut self, e: PartEntry) {
-        let v = self.parts.entry(e.name.tenant.clone()).or_default();
+        let v = self
+            .signal_mut(e.name.signal)
+            .entry(e.name.tenant.clone())
+            .or_default();
         v.push(e);
         v.sort_by(|a, b| a.name.id.cmp(&b.name.id));
     }
 
     pub(crate) fn remove(&mut self, name: &PartName) {
-        if let Some(v) = self.parts.get_mut(&name.tenant) {
+        if let Some(v) = self.signal_mut(name.signal).get_mut(&name.tenant) {
             v.retain(|e| &e.name != name);
         }
+    }
+
+    /// Logs parts of a tenant overlapping `[mint, maxt]` (ms), oldest first.
+    pub(crate) fn log_overlapping(
+        &self,
+        tenant: &TenantId,
+        mint: i64,
+        maxt: i64,
+    ) -> Vec<PartEntry> {
+        self.log_parts
+            .get(tenant)
+            .map(|v| {
+                v.iter()
+                    .filter(|e| e.name.overlaps(mint, maxt))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Parts of a tenant overlapping `[mint, maxt]`, oldest first (by
@@ -123,11 +154,15 @@ impl Catalog {
         self.parts.keys().cloned().collect()
     }
 
-    /// For each tenant and day, the newest WAL segment whose data is
-    /// complete in parts; replay skips samples covered by it.
-    pub(crate) fn flushed_through(&self) -> HashMap<(TenantId, i64), u64> {
+    /// For each tenant and day, the newest WAL segment whose data of the
+    /// signal is complete in parts; replay skips records covered by it.
+    pub(crate) fn flushed_through(&self, signal: Signal) -> HashMap<(TenantId, i64), u64> {
         let mut m: HashMap<(TenantId, i64), u64> = HashMap::new();
-        for (t, parts) in &self.parts {
+        let parts = match signal {
+            Signal::Metrics => &self.parts,
+            Signal::Logs => &self.log_parts,
+        };
+        for (t, parts) in parts {
             for p in parts {
                 let e = m.entry((t.clone(), p.name.day_start_ms)).or_default();
                 *e = (*e).max(p.name.wal_segment);
@@ -136,10 +171,14 @@ impl Catalog {
         m
     }
 
+    /// Parts and bytes per tenant, both signals together.
     pub(crate) fn stats(&self) -> Vec<(TenantId, usize, u64)> {
-        self.parts
-            .iter()
-            .map(|(t, v)| (t.clone(), v.len(), v.iter().map(|e| e.size).sum()))
-            .collect()
+        let mut m: BTreeMap<&TenantId, (usize, u64)> = BTreeMap::new();
+        for (t, v) in self.parts.iter().chain(self.log_parts.iter()) {
+            let e = m.entry(t).or_default();
+            e.0 += v.len();
+            e.1 += v.iter().map(|e| e.size).sum::<u64>();
+        }
+        m.into_iter().map(|(t, (n, b))| (t.clone(), n, b)).collect()
     }
 }

@@ -13,7 +13,7 @@ use object_store::{ObjectStoreExt, PutPayload, path::Path};
 
 use crate::catalog::{PartEntry, REPLACES_SUFFIX};
 use crate::head::{Frozen, sort_dedup};
-use crate::part::{ChunkKind, PartIndex, PartName, PartReader, PartWriter, decode_kind};
+use crate::part::{ChunkKind, PartIndex, PartName, PartReader, PartWriter, Signal, decode_kind};
 use crate::{Storage, StorageError, now_ms};
 
 static PART_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -29,7 +29,7 @@ fn sync_file_and_dir(file: &std::path::Path) -> std::io::Result<()> {
 
 /// A part id unique within the tenant and ordered by creation time: the
 /// creation millisecond, the process id and a per-process counter.
-fn new_part_id() -> String {
+pub(crate) fn new_part_id() -> String {
     format!(
         "{:013}_{:x}{:04x}",
         now_ms(),
@@ -46,6 +46,7 @@ pub struct CompactionStats {
     pub parts_written: u64,
     pub parts_deleted_by_retention: u64,
     pub series_removed_idle: u64,
+    pub streams_removed_idle: u64,
 }
 
 impl Storage {
@@ -56,6 +57,7 @@ impl Storage {
         let _m = self.inner.maintenance.lock().await;
         let mut stats = CompactionStats::default();
         let heads = self.heads();
+        let log_heads = self.log_heads();
         let (old_seg, rotated) = {
             let mut seg = self
                 .inner
@@ -64,6 +66,9 @@ impl Storage {
                 .expect("BUG: segment lock poisoned");
             for h in &heads {
                 h.lock().expect("BUG: head lock poisoned").cut(*seg);
+            }
+            for h in &log_heads {
+                h.lock().expect("BUG: log head lock poisoned").cut(*seg);
             }
             let rx = self.inner.wal.rotate();
             let old = *seg;
@@ -96,6 +101,29 @@ impl Storage {
                 }
             }
         }
+        for h in &log_heads {
+            let (tenant, frozen) = {
+                let g = h.lock().expect("BUG: log head lock poisoned");
+                (g.tenant().clone(), g.frozen())
+            };
+            for f in frozen {
+                match self.write_frozen_logs(&tenant, &f).await {
+                    Ok(entry) => {
+                        self.catalog_add(entry);
+                        h.lock()
+                            .expect("BUG: log head lock poisoned")
+                            .drop_frozen(&f);
+                        stats.parts_flushed += 1;
+                    }
+                    Err(e) => {
+                        tracing::error!(tenant = %tenant, error = %e, "writing a logs part failed; will retry at the next cut");
+                        first_err.get_or_insert(e);
+                        // Oldest first, as for metrics (replay rule).
+                        break;
+                    }
+                }
+            }
+        }
         let oldest_needed = heads
             .iter()
             .filter_map(|h| {
@@ -103,6 +131,11 @@ impl Storage {
                     .expect("BUG: head lock poisoned")
                     .oldest_frozen_segment()
             })
+            .chain(log_heads.iter().filter_map(|h| {
+                h.lock()
+                    .expect("BUG: log head lock poisoned")
+                    .oldest_frozen_segment()
+            }))
             .min()
             .unwrap_or(new_seg);
         if oldest_needed > 1 {
@@ -121,6 +154,12 @@ impl Storage {
                 .expect("BUG: head lock poisoned")
                 .remove_idle_series(now_s, idle) as u64;
         }
+        for h in &log_heads {
+            stats.streams_removed_idle += h
+                .lock()
+                .expect("BUG: log head lock poisoned")
+                .remove_idle_streams(now_s, idle) as u64;
+        }
         match first_err {
             Some(e) => Err(e),
             None => Ok(stats),
@@ -135,7 +174,11 @@ impl Storage {
             .add(e);
     }
 
-    async fn put_part(&self, name: &PartName, bytes: Vec<u8>) -> Result<PartEntry, StorageError> {
+    pub(crate) async fn put_part(
+        &self,
+        name: &PartName,
+        bytes: Vec<u8>,
+    ) -> Result<PartEntry, StorageError> {
         let size = bytes.len() as u64;
         let r = self
             .inner
@@ -194,6 +237,7 @@ impl Storage {
         .expect("BUG: part writer panicked");
         let name = PartName {
             tenant: tenant.clone(),
+            signal: Signal::Metrics,
             day_start_ms: f.day_start_ms,
             level: 0,
             min_ts: st.min_ts,
@@ -320,6 +364,7 @@ impl Storage {
         let (bytes, _) = tokio::task::block_in_place(|| writer.finish());
         let name = PartName {
             tenant: tenant.clone(),
+            signal: Signal::Metrics,
             day_start_ms: day,
             level: sources.iter().map(|s| s.name.level).max().unwrap_or(0) + 1,
             min_ts,

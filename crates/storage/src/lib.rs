@@ -13,6 +13,7 @@ pub mod fuzzing;
 mod head;
 mod histogram_codec;
 mod index_cache;
+pub mod logs;
 pub mod part;
 mod postings;
 mod scan;
@@ -95,6 +96,8 @@ pub enum StorageError {
     Wal(#[from] wal::WalError),
     #[error(transparent)]
     Part(#[from] part::PartError),
+    #[error(transparent)]
+    LogPart(#[from] logs::LogPartError),
     #[error("object store: {0}")]
     Store(#[from] object_store::Error),
     #[error("storage is shutting down")]
@@ -151,6 +154,9 @@ pub struct RecoveryStats {
     pub wal_corrupt_bytes: u64,
     pub samples_replayed: u64,
     pub samples_skipped: u64,
+    /// Log entries replayed into the heads, and skipped as already in parts.
+    pub log_entries_replayed: u64,
+    pub log_entries_skipped: u64,
 }
 
 pub(crate) struct Inner {
@@ -162,6 +168,7 @@ pub(crate) struct Inner {
     /// generation and a segment contain exactly the same writes.
     segment: RwLock<u64>,
     heads: RwLock<HashMap<TenantId, Arc<Mutex<TenantHead>>>>,
+    log_heads: RwLock<HashMap<TenantId, Arc<Mutex<logs::LogHead>>>>,
     catalog: Mutex<catalog::Catalog>,
     index_cache: index_cache::IndexCache,
     observer: Arc<dyn Observer>,
@@ -218,7 +225,9 @@ impl Storage {
         max_exemplars: impl Fn(&TenantId) -> usize,
     ) -> Result<(Storage, RecoveryStats), StorageError> {
         let catalog = catalog::Catalog::load(&store).await?;
-        let flushed = catalog.flushed_through();
+        let flushed = catalog.flushed_through(part::Signal::Metrics);
+        let logs_flushed = catalog.flushed_through(part::Signal::Logs);
+        let mut log_heads: HashMap<TenantId, logs::LogHead> = HashMap::new();
         let mut stats = RecoveryStats {
             parts: catalog
                 .tenants()
@@ -306,6 +315,26 @@ impl Storage {
                             h.replay_metadata(m);
                         }
                     }
+                    wal::Record::Logs { tenant, streams } => {
+                        let h = log_heads
+                            .entry(tenant.clone())
+                            .or_insert_with(|| logs::LogHead::new(tenant.clone()));
+                        for mut w in streams {
+                            let before = w.entries.len();
+                            w.entries.retain(|e| {
+                                let day =
+                                    part::PartName::day_of(e.timestamp_ns.div_euclid(1_000_000));
+                                logs_flushed
+                                    .get(&(tenant.clone(), day))
+                                    .is_none_or(|&f| f < seg)
+                            });
+                            stats.log_entries_skipped += (before - w.entries.len()) as u64;
+                            stats.log_entries_replayed += w.entries.len() as u64;
+                            if !w.entries.is_empty() {
+                                h.replay(w, now_s);
+                            }
+                        }
+                    }
                 }
             })
         })?;
@@ -323,6 +352,7 @@ impl Storage {
         let first_seg = replayed
             .last_segment
             .max(flushed.values().copied().max())
+            .max(logs_flushed.values().copied().max())
             .map_or(1, |s| s + 1);
         let wal = wal::Wal::start(&cfg.wal_dir, first_seg, Arc::clone(&observer))?;
         let index_cache = index_cache::IndexCache::new(cfg.index_cache_bytes);
@@ -334,6 +364,12 @@ impl Storage {
                 segment: RwLock::new(first_seg),
                 heads: RwLock::new(
                     heads
+                        .into_iter()
+                        .map(|(t, h)| (t, Arc::new(Mutex::new(h))))
+                        .collect(),
+                ),
+                log_heads: RwLock::new(
+                    log_heads
                         .into_iter()
                         .map(|(t, h)| (t, Arc::new(Mutex::new(h))))
                         .collect(),

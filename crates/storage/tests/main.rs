@@ -458,3 +458,144 @@ async fn scan_merges_sources_in_label_order_within_its_budget() {
     // The part's index is cached after the first scan.
     assert!(s.index_cache_bytes() > 0);
 }
+
+mod logs {
+    use super::*;
+    use miru_model::{LogEntry, LogStreamWrite};
+    use miru_storage::ScanBudget;
+    use miru_storage::logs::LogAppendLimits;
+
+    const LOG_LIMITS: LogAppendLimits = LogAppendLimits {
+        max_streams: 0,
+        out_of_order_window_ns: 3_600_000_000_000,
+    };
+    /// 2026-11-22T00:00:00Z in ns.
+    const T0: i64 = 1_795_305_600_000_000_000;
+
+    fn streams(apps: usize, from: i64, n: i64) -> Vec<LogStreamWrite> {
+        (0..apps)
+            .map(|a| LogStreamWrite {
+                labels: Labels::from_pairs([("app", format!("app-{a}")), ("env", "prod".into())]),
+                entries: (0..n)
+                    .map(|k| LogEntry {
+                        timestamp_ns: from + k * 1_000_000_007,
+                        line: format!(
+                            "level=info app={a} msg=\"request {k}\" trace_id={:016x}",
+                            k * 7919 + a as i64
+                        ),
+                        structured_metadata: if k % 2 == 0 {
+                            vec![("user_id".into(), format!("u{k}"))]
+                        } else {
+                            vec![]
+                        },
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    async fn all_lines(s: &Storage, t: &TenantId, m: &[Matcher]) -> Vec<(Labels, Vec<LogEntry>)> {
+        s.select_logs(t, m, i64::MIN, i64::MAX, &ScanBudget::unlimited())
+            .await
+            .unwrap()
+            .streams
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn logs_survive_wal_replay_parts_and_restart_once_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = TenantId::new("team-a").unwrap();
+        let written = streams(3, T0, 50);
+        let mut expected: Vec<(Labels, Vec<LogEntry>)> = written
+            .iter()
+            .map(|w| (w.labels.clone(), w.entries.clone()))
+            .collect();
+        expected.sort_by(|a, b| a.0.cmp(&b.0));
+        {
+            let s = open(dir.path()).await;
+            let r = s
+                .append_logs(&t, written.clone(), LOG_LIMITS)
+                .await
+                .unwrap();
+            assert_eq!(r.entries_accepted, 150);
+            assert_eq!(all_lines(&s, &t, &[]).await, expected, "from the head");
+        }
+        // Not flushed: the WAL alone brings everything back.
+        let s = open(dir.path()).await;
+        assert_eq!(all_lines(&s, &t, &[]).await, expected, "after replay");
+        s.flush().await.unwrap();
+        assert_eq!(s.log_parts(&t).len(), 1);
+        assert!(
+            s.log_parts(&t)[0]
+                .name
+                .key()
+                .starts_with("team-a/logs/2026-11-22/L0_")
+        );
+        assert_eq!(all_lines(&s, &t, &[]).await, expected, "from the part");
+        // The same entries again are stored once.
+        s.append_logs(&t, written.clone(), LOG_LIMITS)
+            .await
+            .unwrap();
+        assert_eq!(
+            all_lines(&s, &t, &[]).await,
+            expected,
+            "resend deduplicated"
+        );
+        drop(s);
+        let s = open(dir.path()).await;
+        assert_eq!(all_lines(&s, &t, &[]).await, expected, "part + replay");
+        // Selection by stream and time reads only what matches.
+        let m = [Matcher::equal("app", "app-1")];
+        let sel = s
+            .select_logs(
+                &t,
+                &m,
+                T0 + 10_000_000_070,
+                T0 + 20_000_000_140,
+                &ScanBudget::unlimited(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(sel.streams.len(), 1);
+        assert_eq!(sel.streams[0].1.len(), 10);
+        assert_eq!(sel.streams[0].1[0].line, expected[1].1[10].line);
+        assert_eq!(sel.parts_read, 1);
+        let none = s
+            .select_logs(
+                &t,
+                &[Matcher::equal("app", "nope")],
+                i64::MIN,
+                i64::MAX,
+                &ScanBudget::unlimited(),
+            )
+            .await
+            .unwrap();
+        assert_eq!((none.streams.len(), none.parts_read), (0, 0));
+        // Other tenants see nothing.
+        assert!(all_lines(&s, &TenantId::anonymous(), &[]).await.is_empty());
+        let labels = s.log_streams(&t, &[], i64::MIN, i64::MAX).await.unwrap();
+        assert_eq!(labels.len(), 3);
+        // A budget refuses oversized selections.
+        let err = s
+            .select_logs(&t, &[], i64::MIN, i64::MAX, &ScanBudget::new(2, 0))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, miru_storage::StorageError::Limit(_)), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stream_limit_and_window_reject_without_touching_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path()).await;
+        let t = TenantId::anonymous();
+        let limits = LogAppendLimits {
+            max_streams: 2,
+            ..LOG_LIMITS
+        };
+        let r = s.append_logs(&t, streams(3, T0, 2), limits).await.unwrap();
+        assert_eq!(r.entries_accepted, 4);
+        assert_eq!(r.rejected.len(), 1);
+        assert!(r.first_error.unwrap().0.is_limit());
+        assert_eq!(all_lines(&s, &t, &[]).await.len(), 2);
+    }
+}

@@ -7,7 +7,7 @@ mod name;
 mod read;
 mod write;
 
-pub use name::PartName;
+pub use name::{PartName, Signal};
 pub(crate) use read::decode_kind;
 pub use read::{PartIndex, PartReader};
 pub use write::PartWriter;

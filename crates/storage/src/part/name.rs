@@ -4,13 +4,40 @@ use miru_model::TenantId;
 
 const DAY_MS: i64 = 86_400_000;
 
+/// The signal a part holds: its key's second segment and file extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Signal {
+    /// `metrics/…​.mpart` (`docs/formats/metrics-part-v2.md`).
+    Metrics,
+    /// `logs/…​.parquet` (`docs/formats/logs-part-v1.md`).
+    Logs,
+}
+
+impl Signal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Metrics => "metrics",
+            Signal::Logs => "logs",
+        }
+    }
+
+    fn extension(self) -> &'static str {
+        match self {
+            Signal::Metrics => ".mpart",
+            Signal::Logs => ".parquet",
+        }
+    }
+}
+
 /// Where a part lives and what its object key says about it:
-/// `{tenant}/metrics/{YYYY-MM-DD}/L{level}_{min_ts}_{max_ts}_{wal_segment}_{id}.mpart`.
+/// `{tenant}/{signal}/{YYYY-MM-DD}/L{level}_{min_ts}_{max_ts}_{wal_segment}_{id}{ext}`,
+/// e.g. `…/metrics/…​.mpart` or `…/logs/…​.parquet`.
 /// The key carries everything the catalog needs, so listing the store is
 /// enough to rebuild it after a restart.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PartName {
     pub tenant: TenantId,
+    pub signal: Signal,
     /// First millisecond of the UTC day the part belongs to.
     pub day_start_ms: i64,
     /// 0 for parts cut from the head, +1 for each compaction.
@@ -31,14 +58,16 @@ impl PartName {
 
     pub fn key(&self) -> String {
         format!(
-            "{}/metrics/{}/L{}_{}_{}_{}_{}.mpart",
+            "{}/{}/{}/L{}_{}_{}_{}_{}{}",
             self.tenant,
+            self.signal.as_str(),
             format_day(self.day_start_ms),
             self.level,
             self.min_ts,
             self.max_ts,
             self.wal_segment,
-            self.id
+            self.id,
+            self.signal.extension()
         )
     }
 
@@ -46,11 +75,13 @@ impl PartName {
     pub fn parse(key: &str) -> Option<PartName> {
         let mut it = key.split('/');
         let tenant = TenantId::new(it.next()?).ok()?;
-        if it.next()? != "metrics" {
-            return None;
-        }
+        let signal = match it.next()? {
+            "metrics" => Signal::Metrics,
+            "logs" => Signal::Logs,
+            _ => return None,
+        };
         let day_start_ms = parse_day(it.next()?)?;
-        let file = it.next()?.strip_suffix(".mpart")?;
+        let file = it.next()?.strip_suffix(signal.extension())?;
         if it.next().is_some() {
             return None;
         }
@@ -65,6 +96,7 @@ impl PartName {
         }
         Some(PartName {
             tenant,
+            signal,
             day_start_ms,
             level,
             min_ts,
@@ -117,6 +149,7 @@ mod tests {
     fn key_round_trip() {
         let n = PartName {
             tenant: TenantId::new("team-a").unwrap(),
+            signal: Signal::Metrics,
             day_start_ms: PartName::day_of(1_700_000_000_000),
             level: 2,
             min_ts: 1_700_000_000_000,
@@ -128,8 +161,21 @@ mod tests {
             n.key(),
             "team-a/metrics/2023-11-14/L2_1700000000000_1700000060000_7_1700000000123_ab12.mpart"
         );
-        assert_eq!(PartName::parse(&n.key()), Some(n));
+        assert_eq!(PartName::parse(&n.key()), Some(n.clone()));
         assert_eq!(PartName::parse("x/metrics/2023-11-14/junk"), None);
+        let logs = PartName {
+            signal: Signal::Logs,
+            ..n
+        };
+        assert_eq!(
+            logs.key(),
+            "team-a/logs/2023-11-14/L2_1700000000000_1700000060000_7_1700000000123_ab12.parquet"
+        );
+        assert_eq!(PartName::parse(&logs.key()), Some(logs));
+        assert_eq!(
+            PartName::parse("team-a/logs/2023-11-14/L2_1_2_7_x.mpart"),
+            None
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! thread owns the file and commits all appends that queued up while the
 //! previous fsync ran in one fsync (group commit).
 //!
-//! Format: `docs/formats/wal-v2.md`.
+//! Format: `docs/formats/wal-v3.md` (adds log records to `wal-v2.md`).
 
 mod record;
 mod replay;
@@ -13,12 +13,12 @@ pub(crate) use record::{Record, RecordBuf};
 pub(crate) use replay::replay;
 pub(crate) use writer::Wal;
 
-/// Magic at the start of every segment file written (format version 2:
-/// `docs/formats/wal-v2.md`).
-pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"MIRUWAL2";
-/// Version 1 segments (no native histogram records) are still replayed:
-/// their records are a subset of version 2's.
-pub(crate) const SEGMENT_MAGIC_V1: &[u8; 8] = b"MIRUWAL1";
+/// Magic at the start of every segment file written (format version 3:
+/// `docs/formats/wal-v3.md`).
+pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"MIRUWAL3";
+/// Older segments are still replayed: their records are a subset of
+/// version 3's (v2 has no log records, v1 no native histograms either).
+pub(crate) const SEGMENT_MAGICS_READ: [&[u8; 8]; 3] = [b"MIRUWAL1", b"MIRUWAL2", b"MIRUWAL3"];
 
 /// Name of segment `seq` inside the WAL directory.
 pub(crate) fn segment_file_name(seq: u64) -> String {
@@ -37,7 +37,7 @@ pub enum WalError {
         source: std::io::Error,
     },
     #[error(
-        "wal segment {path} does not start with a known header (MIRUWAL1 or MIRUWAL2): written by a newer version or not a miru WAL; move it away to start"
+        "wal segment {path} does not start with a known header (MIRUWAL1 to MIRUWAL3): written by a newer version or not a miru WAL; move it away to start"
     )]
     UnknownFormat { path: String },
     #[error("wal writer has stopped after an earlier failure: {0}")]

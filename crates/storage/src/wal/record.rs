@@ -1,11 +1,12 @@
-//! WAL record payloads (format: `docs/formats/wal-v2.md`). Each record
+//! WAL record payloads (format: `docs/formats/wal-v3.md`, `wal-v2.md`). Each record
 //! names its tenant; series are referred to by a per-tenant id that a
 //! `Series` record in the same segment defines.
 
 use std::sync::Arc;
 
 use miru_model::{
-    Exemplar, HistogramSample, Label, Labels, MetricMetadata, MetricType, Sample, TenantId,
+    Exemplar, HistogramSample, Label, Labels, LogEntry, LogStreamWrite, MetricMetadata, MetricType,
+    Sample, TenantId,
 };
 
 use crate::codec::{CodecError, Reader, put_str, put_uvarint, put_varint};
@@ -15,6 +16,7 @@ pub(crate) const RECORD_SAMPLES: u8 = 2;
 pub(crate) const RECORD_EXEMPLARS: u8 = 3;
 pub(crate) const RECORD_METADATA: u8 = 4;
 pub(crate) const RECORD_HISTOGRAMS: u8 = 5;
+pub(crate) const RECORD_LOGS: u8 = 6;
 
 /// One decoded WAL record.
 #[derive(Debug, PartialEq)]
@@ -38,6 +40,11 @@ pub(crate) enum Record {
     Histograms {
         tenant: TenantId,
         histograms: Vec<(u32, HistogramSample)>,
+    },
+    /// Log entries by stream; streams carry their labels (no ids).
+    Logs {
+        tenant: TenantId,
+        streams: Vec<LogStreamWrite>,
     },
 }
 
@@ -127,6 +134,38 @@ impl RecordBuf {
             put_str(&mut b, &m.unit);
         }
         self.records.push((RECORD_METADATA, b));
+    }
+
+    /// One record with every stream's accepted entries (type 6).
+    pub(crate) fn logs(&mut self, tenant: &TenantId, streams: &[(&Labels, &[LogEntry])]) {
+        let streams: Vec<_> = streams.iter().filter(|(_, e)| !e.is_empty()).collect();
+        if streams.is_empty() {
+            return;
+        }
+        let bytes: usize = streams
+            .iter()
+            .flat_map(|(_, e)| e.iter())
+            .map(|e| e.line.len() + 12)
+            .sum();
+        let mut b = Vec::with_capacity(16 + bytes);
+        put_str(&mut b, tenant.as_str());
+        put_uvarint(&mut b, streams.len() as u64);
+        for (labels, entries) in streams {
+            put_labels(&mut b, labels);
+            put_uvarint(&mut b, entries.len() as u64);
+            let base = entries[0].timestamp_ns;
+            put_varint(&mut b, base);
+            for e in entries.iter() {
+                put_varint(&mut b, e.timestamp_ns.wrapping_sub(base));
+                put_str(&mut b, &e.line);
+                put_uvarint(&mut b, e.structured_metadata.len() as u64);
+                for (k, v) in &e.structured_metadata {
+                    put_str(&mut b, k);
+                    put_str(&mut b, v);
+                }
+            }
+        }
+        self.records.push((RECORD_LOGS, b));
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -247,6 +286,33 @@ pub(crate) fn decode(kind: u8, payload: &[u8]) -> Result<Record, CodecError> {
             }
             Record::Histograms { tenant, histograms }
         }
+        RECORD_LOGS => {
+            let mut streams = Vec::with_capacity(n);
+            for _ in 0..n {
+                let labels = read_labels(&mut r, max)?;
+                let count = r.len("entry count", max)?;
+                let base = r.varint()?;
+                let mut entries = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let timestamp_ns = base.wrapping_add(r.varint()?);
+                    let line = r.str()?.to_string();
+                    let pairs = r.len("metadata count", max)?;
+                    let mut structured_metadata = Vec::with_capacity(pairs);
+                    for _ in 0..pairs {
+                        let k = r.str()?.to_string();
+                        let v = r.str()?.to_string();
+                        structured_metadata.push((k, v));
+                    }
+                    entries.push(LogEntry {
+                        timestamp_ns,
+                        line,
+                        structured_metadata,
+                    });
+                }
+                streams.push(LogStreamWrite { labels, entries });
+            }
+            Record::Logs { tenant, streams }
+        }
         other => {
             return Err(CodecError::Range {
                 what: "record type",
@@ -362,5 +428,57 @@ mod tests {
                 histograms: vec![(3, h)]
             }
         );
+    }
+
+    #[test]
+    fn log_records_round_trip() {
+        let t = TenantId::new("t").unwrap();
+        let a = Labels::from_pairs([("app", "api"), ("env", "prod")]);
+        let b = Labels::from_pairs([("app", "db")]);
+        let entries_a = vec![
+            LogEntry {
+                timestamp_ns: 1_700_000_000_123_456_789,
+                line: "GET /users 200 \u{e9}t\u{e9}".into(),
+                structured_metadata: vec![
+                    ("trace_id".into(), "abc".into()),
+                    ("x".into(), "".into()),
+                ],
+            },
+            LogEntry {
+                // Out of order within the record: deltas are signed.
+                timestamp_ns: 1_700_000_000_000_000_000,
+                line: String::new(),
+                structured_metadata: vec![],
+            },
+        ];
+        let entries_b = vec![LogEntry {
+            timestamp_ns: -5,
+            line: "boot".into(),
+            structured_metadata: vec![],
+        }];
+        let mut buf = RecordBuf::default();
+        buf.logs(&t, &[(&a, &entries_a), (&b, &[]), (&b, &entries_b)]);
+        assert_eq!(buf.records.len(), 1);
+        let (kind, payload) = &buf.records[0];
+        assert_eq!(*kind, RECORD_LOGS);
+        assert_eq!(
+            decode(*kind, payload).unwrap(),
+            Record::Logs {
+                tenant: t.clone(),
+                streams: vec![
+                    LogStreamWrite {
+                        labels: a,
+                        entries: entries_a
+                    },
+                    LogStreamWrite {
+                        labels: b,
+                        entries: entries_b
+                    },
+                ]
+            }
+        );
+        let mut empty = RecordBuf::default();
+        empty.logs(&t, &[]);
+        assert!(empty.is_empty());
     }
 }

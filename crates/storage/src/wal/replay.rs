@@ -2,7 +2,7 @@ use std::io::Read;
 use std::path::Path;
 
 use super::record::{Record, decode};
-use super::{SEGMENT_MAGIC, SEGMENT_MAGIC_V1, WalError, parse_segment_file_name};
+use super::{SEGMENT_MAGIC, SEGMENT_MAGICS_READ, WalError, parse_segment_file_name};
 
 /// What replay found.
 #[derive(Debug, Default, Clone, Copy)]
@@ -61,7 +61,7 @@ pub(crate) fn replay(
             continue;
         }
         let magic = &data[..SEGMENT_MAGIC.len()];
-        if magic != SEGMENT_MAGIC && magic != SEGMENT_MAGIC_V1 {
+        if !SEGMENT_MAGICS_READ.iter().any(|m| magic == *m) {
             return Err(WalError::UnknownFormat {
                 path: path.display().to_string(),
             });
@@ -161,7 +161,13 @@ mod tests {
     }
 
     #[test]
-    fn version_1_segments_are_still_replayed() {
+    fn version_1_and_2_segments_are_still_replayed() {
+        for magic in [b"MIRUWAL1", b"MIRUWAL2"] {
+            replay_one_sample_segment(magic);
+        }
+    }
+
+    fn replay_one_sample_segment(magic: &[u8; 8]) {
         let dir = tempfile::tempdir().unwrap();
         let t = miru_model::TenantId::anonymous();
         let mut b = super::super::RecordBuf::default();
@@ -176,7 +182,7 @@ mod tests {
             )],
         );
         let (kind, payload) = &b.records[0];
-        let mut seg = SEGMENT_MAGIC_V1.to_vec();
+        let mut seg = magic.to_vec();
         let mut h = crc32fast::Hasher::new();
         h.update(&[*kind]);
         h.update(payload);
