@@ -2,10 +2,12 @@
 //!
 //! Input: a LogQL query, a time or range, and a [`LogSource`] that returns
 //! log streams for matchers. Output: a [`Value`] (streams, vector, matrix
-//! or scalar) with Loki 3 semantics.
+//! or scalar) with Loki 3 semantics; the Loki logqltest corpus is the
+//! yardstick (`tests/conformance.rs`, report in `docs/conformance-logql.md`).
 
 mod error;
 mod eval;
+pub mod logqltest;
 mod memory;
 pub mod pipeline;
 mod source;
