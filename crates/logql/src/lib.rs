@@ -10,6 +10,8 @@ mod eval;
 pub mod logqltest;
 mod memory;
 pub mod pipeline;
+#[cfg(test)]
+mod proptests;
 mod source;
 pub mod syntax;
 mod value;

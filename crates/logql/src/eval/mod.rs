@@ -89,11 +89,15 @@ impl Steps {
         if self.step <= 0 {
             return 1;
         }
-        usize::try_from((self.end - self.start) / self.step + 1).unwrap_or(1)
+        usize::try_from(self.end.saturating_sub(self.start) / self.step)
+            .map_or(usize::MAX, |n| n.saturating_add(1))
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = i64> + '_ {
-        (0..self.count()).map(|i| self.start + i as i64 * self.step.max(0))
+        (0..self.count()).map(|i| {
+            self.start
+                .saturating_add((i as i64).saturating_mul(self.step.max(0)))
+        })
     }
 }
 

@@ -115,9 +115,9 @@ fn rate_counter(w: &[(i64, f64)], lo: i64, hi: i64, range_s: f64) -> f64 {
         }
         prev = p.1;
     }
-    let sampled = (last.0 - first.0) as f64 / 1e9;
-    let mut to_start = (first.0 - lo) as f64 / 1e9;
-    let mut to_end = (hi - last.0) as f64 / 1e9;
+    let sampled = last.0.saturating_sub(first.0) as f64 / 1e9;
+    let mut to_start = first.0.saturating_sub(lo) as f64 / 1e9;
+    let mut to_end = hi.saturating_sub(last.0) as f64 / 1e9;
     let avg = sampled / (w.len() - 1) as f64;
     let threshold = avg * 1.1;
     if to_start >= threshold {

@@ -41,7 +41,9 @@ impl Parser<'_> {
     fn label_filter_primary(&mut self) -> Result<LabelFilter, ParseError> {
         if self.peek() == &Tok::LParen {
             self.next();
+            self.enter()?;
             let f = self.label_filter_or()?;
+            self.depth -= 1;
             self.expect(Tok::RParen, ")")?;
             return Ok(f);
         }

@@ -73,7 +73,9 @@ impl Parser<'_> {
     pub(super) fn log_range(&mut self) -> Result<LogRange, ParseError> {
         let (mut log, mut unwrap, mut range) = if self.peek() == &Tok::LParen {
             self.next();
+            self.enter()?;
             let inner = self.log_range()?;
+            self.depth -= 1;
             self.expect(Tok::RParen, ")")?;
             inner
         } else {

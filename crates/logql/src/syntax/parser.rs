@@ -122,7 +122,7 @@ impl Parser<'_> {
         }
     }
 
-    fn enter(&mut self) -> Result<(), ParseError> {
+    pub(super) fn enter(&mut self) -> Result<(), ParseError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             return Err(self.err("expression nested too deeply"));

@@ -76,6 +76,9 @@ const FUNCS: &[&str] = &[
     "index",
 ];
 
+/// Largest string a single call may build.
+const MAX_GROWTH: usize = 16 << 20;
+
 pub(crate) fn exists(name: &str) -> bool {
     FUNCS.contains(&name)
 }
@@ -103,6 +106,27 @@ pub(super) fn call(name: &str, a: &[TVal], ctx: &Ctx<'_>) -> Result<TVal, String
             .map(TVal::Int)
             .ok_or_else(|| err(&format!("error calling {name}: integer divide by zero")))
     };
+    // Output of a call is bounded: growth ≈ text length × replacement length.
+    let grows = |text: usize, by: usize| -> Result<(), String> {
+        if text.saturating_add(1).saturating_mul(by.max(1)) > MAX_GROWTH {
+            return Err(err(&format!("error calling {name}: result too large")));
+        }
+        Ok(())
+    };
+    match name {
+        "replace" => grows(s(2).len(), s(1).len())?,
+        "regexReplaceAll" | "regexReplaceAllLiteral" => grows(s(1).len(), s(2).len())?,
+        _ => {}
+    }
+    if name == "Replace" {
+        grows(s(0).len(), s(2).len())?;
+    }
+    if name == "repeat" {
+        grows(
+            s(1).len(),
+            usize::try_from(a.first().map_or(0, TVal::int)).unwrap_or(0),
+        )?;
+    }
     Ok(match name {
         "__line__" => TVal::Str(ctx.line.to_string()),
         "__timestamp__" | "unixEpochNanos" if a.is_empty() => TVal::Int(ctx.ts_ns),

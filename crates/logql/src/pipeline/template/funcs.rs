@@ -253,7 +253,7 @@ pub(super) fn printf(args: &[TVal]) -> String {
         let prec: Option<usize> = spec.split_once('.').and_then(|(_, p)| p.parse().ok());
         let s = match verb {
             'd' => a.int().to_string(),
-            'f' | 'F' => format!("{:.*}", prec.unwrap_or(6), a.float()),
+            'f' | 'F' => format!("{:.*}", prec.unwrap_or(6).min(100), a.float()),
             'q' => format!("{:?}", a.text()),
             'x' => match a {
                 TVal::Int(i) => format!("{i:x}"),
@@ -265,7 +265,8 @@ pub(super) fn printf(args: &[TVal]) -> String {
             .split('.')
             .next()
             .and_then(|w| w.trim_start_matches(['-', '+']).parse().ok())
-            .unwrap_or(0);
+            .unwrap_or(0usize)
+            .min(10_000);
         if spec.starts_with('-') {
             out.push_str(&format!("{s:<width$}"));
         } else {

@@ -50,6 +50,12 @@ pub(crate) struct Ctx<'a> {
     pub(crate) ts_ns: i64,
 }
 
+/// Bounds that keep hostile templates from overflowing the stack or
+/// running for long.
+const MAX_NESTING: usize = 50;
+const MAX_OUTPUT: usize = 1 << 20;
+const MAX_STEPS: usize = 100_000;
+
 enum Item {
     Text(String),
     Action(Vec<ATok>),
@@ -87,6 +93,7 @@ fn split(src: &str) -> Result<Vec<Item>, String> {
 
 struct Parser {
     items: std::vec::IntoIter<Item>,
+    depth: usize,
 }
 
 enum End {
@@ -117,14 +124,18 @@ impl Parser {
                     out.push(node);
                 }
                 None => {}
-                _ => out.push(Node::Action(parse_pipe(&toks)?)),
+                _ => out.push(Node::Action(parse_pipe(&toks, 0)?)),
             }
         }
         Ok((out, End::Eof))
     }
 
     fn control(&mut self, kw: &str, toks: &[ATok]) -> Result<Node, String> {
-        let pipe = parse_pipe(toks)?;
+        self.depth += 1;
+        if self.depth > MAX_NESTING {
+            return Err(err("template nested too deeply"));
+        }
+        let pipe = parse_pipe(toks, 0)?;
         let (body, end) = self.list()?;
         let els = match end {
             End::Eof => return Err(err(&format!("unexpected EOF in {kw}"))),
@@ -145,6 +156,7 @@ impl Parser {
                 vec![self.control(&k2, &rest[1..])?]
             }
         };
+        self.depth -= 1;
         Ok(match kw {
             "if" => Node::If(pipe, body, els),
             "with" => Node::With(pipe, body, els),
@@ -153,7 +165,10 @@ impl Parser {
     }
 }
 
-fn parse_pipe(toks: &[ATok]) -> Result<Pipe, String> {
+fn parse_pipe(toks: &[ATok], depth: usize) -> Result<Pipe, String> {
+    if depth > MAX_NESTING {
+        return Err(err("template nested too deeply"));
+    }
     let mut i = 0;
     let mut decl = Vec::new();
     // `$x := ...` or `$k, $v := ...`
@@ -200,7 +215,7 @@ fn parse_pipe(toks: &[ATok]) -> Result<Pipe, String> {
                 if j >= toks.len() {
                     return Err(err("unclosed left paren"));
                 }
-                cur.push(Arg::Sub(Box::new(parse_pipe(&toks[start..j])?)));
+                cur.push(Arg::Sub(Box::new(parse_pipe(&toks[start..j], depth + 1)?)));
                 i = j;
             }
             ATok::RParen => return Err(err("unexpected right paren")),
@@ -230,6 +245,7 @@ impl Template {
     pub(crate) fn parse(src: &str) -> Result<Self, String> {
         let mut p = Parser {
             items: split(src)?.into_iter(),
+            depth: 0,
         };
         let (nodes, end) = p.list()?;
         match end {
@@ -243,7 +259,7 @@ impl Template {
         let mut out = String::new();
         let mut vars: Vec<(String, TVal)> = Vec::new();
         let dot = TVal::Labels;
-        run(&self.nodes, ctx, &dot, &mut vars, &mut out, 0)?;
+        run(&self.nodes, ctx, &dot, &mut vars, &mut out, 0, &mut 0)?;
         Ok(out)
     }
 }
@@ -255,11 +271,21 @@ fn run(
     vars: &mut Vec<(String, TVal)>,
     out: &mut String,
     depth: usize,
+    budget: &mut usize,
 ) -> Result<(), String> {
-    if depth > 50 {
+    if depth > MAX_NESTING {
         return Err(err("exceeded maximum template depth"));
     }
+    // Every call and node costs a step, so empty loops are bounded too.
+    *budget += 1;
+    if *budget > MAX_STEPS {
+        return Err(err("template output too large"));
+    }
     for n in nodes {
+        *budget += 1;
+        if out.len() > MAX_OUTPUT || *budget > MAX_STEPS {
+            return Err(err("template output too large"));
+        }
         match n {
             Node::Text(t) => out.push_str(t),
             Node::Action(p) => {
@@ -273,9 +299,9 @@ fn run(
                 let mark = vars.len();
                 if v.truthy() {
                     let inner = if matches!(n, Node::With(..)) { &v } else { dot };
-                    run(body, ctx, inner, vars, out, depth + 1)?;
+                    run(body, ctx, inner, vars, out, depth + 1, budget)?;
                 } else {
-                    run(els, ctx, dot, vars, out, depth + 1)?;
+                    run(els, ctx, dot, vars, out, depth + 1, budget)?;
                 }
                 vars.truncate(mark);
             }
@@ -285,7 +311,7 @@ fn run(
                 let v = funcs::eval_pipe(&q, ctx, dot, vars)?;
                 let items = v.items();
                 if items.is_empty() {
-                    run(els, ctx, dot, vars, out, depth + 1)?;
+                    run(els, ctx, dot, vars, out, depth + 1, budget)?;
                 }
                 for (k, item) in items {
                     let mark = vars.len();
@@ -297,7 +323,7 @@ fn run(
                         }
                         _ => {}
                     }
-                    run(body, ctx, &item, vars, out, depth + 1)?;
+                    run(body, ctx, &item, vars, out, depth + 1, budget)?;
                     vars.truncate(mark);
                 }
             }
