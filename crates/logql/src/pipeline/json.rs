@@ -1,0 +1,353 @@
+//! The `json` and `unpack` parser stages over a small hand-written JSON
+//! reader: it keeps key order and duplicate keys (Loki keeps the first),
+//! and the raw text of nested values that a `json a="path"` parameter
+//! selects.
+
+use super::labels::LabelSet;
+
+pub(crate) const JSON_ERR: &str = "JSONParserErr";
+const MAX_DEPTH: usize = 128;
+
+#[derive(Debug)]
+enum JVal {
+    Null,
+    Bool(bool),
+    Num(String),
+    Str(String),
+    /// Items and the raw text span.
+    Arr(Vec<JVal>, (usize, usize)),
+    Obj(Vec<(String, JVal)>, (usize, usize)),
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    s: &'a str,
+    i: usize,
+}
+
+impl Reader<'_> {
+    fn ws(&mut self) {
+        while self.i < self.b.len() && self.b[self.i].is_ascii_whitespace() {
+            self.i += 1;
+        }
+    }
+
+    fn err<T>(&self, what: &str) -> Result<T, String> {
+        Err(format!("{what} at offset {}", self.i))
+    }
+
+    fn value(&mut self, depth: usize) -> Result<JVal, String> {
+        if depth > MAX_DEPTH {
+            return self.err("nesting too deep");
+        }
+        self.ws();
+        let start = self.i;
+        match self.b.get(self.i) {
+            Some(b'{') => {
+                self.i += 1;
+                let mut items = Vec::new();
+                self.ws();
+                if self.b.get(self.i) == Some(&b'}') {
+                    self.i += 1;
+                    return Ok(JVal::Obj(items, (start, self.i)));
+                }
+                loop {
+                    self.ws();
+                    let k = self.string()?;
+                    self.ws();
+                    if self.b.get(self.i) != Some(&b':') {
+                        return self.err("expected ':'");
+                    }
+                    self.i += 1;
+                    let v = self.value(depth + 1)?;
+                    items.push((k, v));
+                    self.ws();
+                    match self.b.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b'}') => {
+                            self.i += 1;
+                            return Ok(JVal::Obj(items, (start, self.i)));
+                        }
+                        _ => return self.err("expected ',' or '}'"),
+                    }
+                }
+            }
+            Some(b'[') => {
+                self.i += 1;
+                let mut items = Vec::new();
+                self.ws();
+                if self.b.get(self.i) == Some(&b']') {
+                    self.i += 1;
+                    return Ok(JVal::Arr(items, (start, self.i)));
+                }
+                loop {
+                    items.push(self.value(depth + 1)?);
+                    self.ws();
+                    match self.b.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b']') => {
+                            self.i += 1;
+                            return Ok(JVal::Arr(items, (start, self.i)));
+                        }
+                        _ => return self.err("expected ',' or ']'"),
+                    }
+                }
+            }
+            Some(b'"') => Ok(JVal::Str(self.string()?)),
+            Some(b't') => self.word("true", JVal::Bool(true)),
+            Some(b'f') => self.word("false", JVal::Bool(false)),
+            Some(b'n') => self.word("null", JVal::Null),
+            Some(c) if *c == b'-' || c.is_ascii_digit() => {
+                while self.i < self.b.len()
+                    && matches!(
+                        self.b[self.i],
+                        b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'
+                    )
+                {
+                    self.i += 1;
+                }
+                let raw = &self.s[start..self.i];
+                if raw.parse::<f64>().is_err() {
+                    return self.err("invalid number");
+                }
+                Ok(JVal::Num(raw.to_string()))
+            }
+            _ => self.err("unexpected character"),
+        }
+    }
+
+    fn word(&mut self, w: &str, v: JVal) -> Result<JVal, String> {
+        if self.s[self.i..].starts_with(w) {
+            self.i += w.len();
+            Ok(v)
+        } else {
+            self.err("invalid literal")
+        }
+    }
+
+    fn string(&mut self) -> Result<String, String> {
+        if self.b.get(self.i) != Some(&b'"') {
+            return self.err("expected string");
+        }
+        let start = self.i;
+        self.i += 1;
+        let mut escaped = false;
+        while self.i < self.b.len() {
+            match self.b[self.i] {
+                b'\\' => {
+                    escaped = true;
+                    self.i += 2;
+                }
+                b'"' => {
+                    self.i += 1;
+                    let raw = &self.s[start..self.i];
+                    if !escaped {
+                        return Ok(raw[1..raw.len() - 1].to_string());
+                    }
+                    return serde_json::from_str::<String>(raw).map_err(|e| e.to_string());
+                }
+                _ => self.i += 1,
+            }
+        }
+        self.err("unterminated string")
+    }
+}
+
+fn parse_doc(line: &str) -> Result<JVal, String> {
+    let mut r = Reader {
+        b: line.as_bytes(),
+        s: line,
+        i: 0,
+    };
+    let v = r.value(0)?;
+    r.ws();
+    if r.i != r.b.len() {
+        return r.err("trailing data");
+    }
+    Ok(v)
+}
+
+/// Loki's label-name sanitizing: non-word characters become `_`, and a
+/// leading digit of the first segment gets a `_` prefix.
+pub(crate) fn sanitize_key(key: &str, first: bool) -> String {
+    let key = key.trim();
+    let mut out = String::with_capacity(key.len() + 1);
+    if first && key.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+        out.push('_');
+    }
+    out.extend(key.chars().map(|c| {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            c
+        } else {
+            '_'
+        }
+    }));
+    out
+}
+
+fn flatten(prefix: &str, items: &[(String, JVal)], seen: &mut Vec<String>, labels: &mut LabelSet) {
+    for (k, v) in items {
+        let key = if prefix.is_empty() {
+            sanitize_key(k, true)
+        } else {
+            format!("{prefix}_{}", sanitize_key(k, false))
+        };
+        let value = match v {
+            JVal::Obj(inner, _) => {
+                flatten(&key, inner, seen, labels);
+                continue;
+            }
+            JVal::Null | JVal::Arr(..) => continue,
+            JVal::Bool(b) => b.to_string(),
+            JVal::Num(n) => n.clone(),
+            JVal::Str(s) => s.clone(),
+        };
+        if seen.contains(&key) {
+            continue;
+        }
+        labels.add_parsed(&key, &value);
+        seen.push(key);
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum PathPart {
+    Key(String),
+    Index(usize),
+}
+
+/// `a.b[0]["c d"]`.
+pub(crate) fn parse_path(s: &str) -> Result<Vec<PathPart>, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut key = String::new();
+    while i < b.len() {
+        match b[i] {
+            b'.' => {
+                if !key.is_empty() {
+                    out.push(PathPart::Key(std::mem::take(&mut key)));
+                }
+                i += 1;
+            }
+            b'[' => {
+                if !key.is_empty() {
+                    out.push(PathPart::Key(std::mem::take(&mut key)));
+                }
+                let end = s[i..].find(']').ok_or("missing ]")? + i;
+                let inner = s[i + 1..end].trim();
+                if let Some(q) = inner.strip_prefix('"').and_then(|x| x.strip_suffix('"')) {
+                    out.push(PathPart::Key(q.to_string()));
+                } else {
+                    out.push(PathPart::Index(inner.parse().map_err(|_| "invalid index")?));
+                }
+                i = end + 1;
+            }
+            _ => {
+                let ch = s[i..].chars().next().unwrap_or(' ');
+                key.push(ch);
+                i += ch.len_utf8();
+            }
+        }
+    }
+    if !key.is_empty() {
+        out.push(PathPart::Key(key));
+    }
+    if out.is_empty() {
+        return Err("empty expression".into());
+    }
+    Ok(out)
+}
+
+fn lookup<'a>(mut v: &'a JVal, path: &[PathPart]) -> Option<&'a JVal> {
+    for p in path {
+        v = match (p, v) {
+            (PathPart::Key(k), JVal::Obj(items, _)) => &items.iter().find(|(n, _)| n == k)?.1,
+            (PathPart::Index(i), JVal::Arr(items, _)) => items.get(*i)?,
+            _ => return None,
+        };
+    }
+    Some(v)
+}
+
+/// `json` without parameters: every scalar field, nested keys joined by `_`.
+pub(crate) fn apply_all(line: &str, labels: &mut LabelSet) {
+    match parse_doc(line) {
+        Ok(JVal::Obj(items, _)) => flatten("", &items, &mut Vec::new(), labels),
+        Ok(_) => labels.set_error(JSON_ERR, "Value is not an object"),
+        Err(e) => labels.set_error(JSON_ERR, e),
+    }
+}
+
+/// `json a="path", ...`: a missing path gives an empty value.
+pub(crate) fn apply_paths(line: &str, params: &[(String, Vec<PathPart>)], labels: &mut LabelSet) {
+    let doc = match parse_doc(line) {
+        Ok(d) => d,
+        Err(e) => return labels.set_error(JSON_ERR, e),
+    };
+    for (name, path) in params {
+        let value = match lookup(&doc, path) {
+            Some(JVal::Str(s)) => s.clone(),
+            Some(JVal::Num(n)) => n.clone(),
+            Some(JVal::Bool(b)) => b.to_string(),
+            Some(JVal::Obj(_, (a, b)) | JVal::Arr(_, (a, b))) => line[*a..*b].to_string(),
+            Some(JVal::Null) | None => String::new(),
+        };
+        labels.add_parsed(name, &value);
+    }
+}
+
+/// `unpack`: string fields become labels; `_entry` replaces the line.
+pub(crate) fn unpack(line: &mut String, labels: &mut LabelSet) {
+    let items = match parse_doc(line) {
+        Ok(JVal::Obj(items, _)) => items,
+        Ok(_) => return labels.set_error(JSON_ERR, "Value is not an object"),
+        Err(e) => return labels.set_error(JSON_ERR, e),
+    };
+    let mut entry = None;
+    for (k, v) in items {
+        if let JVal::Str(s) = v {
+            if k == "_entry" {
+                entry = Some(s);
+            } else {
+                labels.add_parsed(&sanitize_key(&k, true), &s);
+            }
+        }
+    }
+    if let Some(e) = entry {
+        *line = e;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use miru_model::Labels;
+
+    #[test]
+    fn flattens_and_keeps_first() {
+        let mut l = LabelSet::from_stream(&Labels::default());
+        apply_all(
+            r#"{"a.b":1,"o":{"x":{"y":"z"}},"dup":"first","dup":"second","n":null,"arr":[1]}"#,
+            &mut l,
+        );
+        let out = l.to_labels();
+        assert_eq!(out.get("a_b"), Some("1"));
+        assert_eq!(out.get("o_x_y"), Some("z"));
+        assert_eq!(out.get("dup"), Some("first"));
+        assert_eq!(out.len(), 3);
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(
+            parse_path("tags[0]").unwrap(),
+            vec![PathPart::Key("tags".into()), PathPart::Index(0)]
+        );
+        assert!(parse_path("user[").is_err());
+        let mut l = LabelSet::from_stream(&Labels::default());
+        let p = vec![("o".to_string(), parse_path("o").unwrap())];
+        apply_paths(r#"{"o":{"x":1}}"#, &p, &mut l);
+        assert_eq!(l.to_labels().get("o"), Some(r#"{"x":1}"#));
+    }
+}

@@ -1,0 +1,234 @@
+//! The log pipeline: each stage of a parsed [`LogExpr`] compiled once, then
+//! run per line over (line, [`LabelSet`]) to keep or drop it and extract
+//! labels. One module per stage kind; the formatters are here.
+
+pub(crate) mod ip;
+pub(crate) mod json;
+pub(crate) mod label_filter;
+pub mod labels;
+pub(crate) mod line_filter;
+pub(crate) mod logfmt;
+pub(crate) mod pattern;
+pub(crate) mod regexp;
+pub(crate) mod template;
+
+use std::sync::OnceLock;
+
+use labels::LabelSet;
+use line_filter::CompiledLineFilter;
+use logfmt::Logfmt;
+use pattern::Pattern;
+use template::{Ctx, Template};
+
+use crate::syntax::ast::{LabelFmt, LogExpr, NamedMatcher, Stage};
+
+const TEMPLATE_ERR: &str = "TemplateFormatErr";
+
+enum LabelFmtC {
+    Rename { dst: String, src: String },
+    Template { dst: String, t: Template },
+}
+
+enum CStage {
+    Line(CompiledLineFilter),
+    JsonAll,
+    JsonPaths(Vec<(String, Vec<json::PathPart>)>),
+    Logfmt(Logfmt),
+    Regexp(regex::Regex),
+    Pattern(Pattern),
+    Unpack,
+    Label(label_filter::Compiled),
+    LineFormat(Template),
+    LabelFormat(Vec<LabelFmtC>),
+    Drop(Vec<NamedMatcher>),
+    Keep(Vec<NamedMatcher>),
+    Decolorize,
+}
+
+/// A compiled pipeline.
+pub struct Pipeline {
+    stages: Vec<CStage>,
+}
+
+fn ansi() -> &'static regex::Regex {
+    static RE: OnceLock<regex::Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        regex::Regex::new(
+            r"[\x1b\x{9b}][\[\]()#;?]*(?:(?:(?:[a-zA-Z\d]*(?:;[a-zA-Z\d]*)*)?\x07)|(?:(?:\d{1,4}(?:;\d{0,4})*)?[\dA-PRZcf-ntqry=><~]))",
+        )
+        .expect("BUG: static ANSI regex")
+    })
+}
+
+impl Pipeline {
+    pub fn new(stages: &[Stage]) -> Result<Self, String> {
+        let mut out = Vec::with_capacity(stages.len());
+        for s in stages {
+            out.push(match s {
+                Stage::LineFilter(f) => CStage::Line(CompiledLineFilter::new(f)?),
+                Stage::Json(params) if params.is_empty() => CStage::JsonAll,
+                Stage::Json(params) => {
+                    let mut p = Vec::with_capacity(params.len());
+                    for (name, path) in params {
+                        let parsed = json::parse_path(path)
+                            .map_err(|e| format!("cannot parse expression [{path}]: {e}"))?;
+                        p.push((name.clone(), parsed));
+                    }
+                    CStage::JsonPaths(p)
+                }
+                Stage::Logfmt {
+                    strict,
+                    keep_empty,
+                    params,
+                } => CStage::Logfmt(Logfmt {
+                    strict: *strict,
+                    keep_empty: *keep_empty,
+                    params: params.clone(),
+                }),
+                Stage::Regexp(r) => CStage::Regexp(regexp::check(r)?),
+                Stage::Pattern(p) => CStage::Pattern(Pattern::parse(p)?),
+                Stage::Unpack => CStage::Unpack,
+                Stage::LabelFilter(f) => CStage::Label(label_filter::compile(f)?),
+                Stage::LineFormat(t) => CStage::LineFormat(Template::parse(t)?),
+                Stage::LabelFormat(fmts) => {
+                    let mut v = Vec::with_capacity(fmts.len());
+                    for f in fmts {
+                        v.push(match f {
+                            LabelFmt::Rename { dst, src } => LabelFmtC::Rename {
+                                dst: dst.clone(),
+                                src: src.clone(),
+                            },
+                            LabelFmt::Template { dst, template } => LabelFmtC::Template {
+                                dst: dst.clone(),
+                                t: Template::parse(template)?,
+                            },
+                        });
+                    }
+                    CStage::LabelFormat(v)
+                }
+                Stage::Drop(m) => CStage::Drop(m.clone()),
+                Stage::Keep(m) => CStage::Keep(m.clone()),
+                Stage::Decolorize => CStage::Decolorize,
+            });
+        }
+        Ok(Pipeline { stages: out })
+    }
+
+    /// A pipeline for the stages of `log`.
+    pub fn for_log(log: &LogExpr) -> Result<Self, String> {
+        Self::new(&log.stages)
+    }
+
+    /// Runs the stages over one line; `false` drops it.
+    pub fn process(&self, ts_ns: i64, line: &mut String, labels: &mut LabelSet) -> bool {
+        for s in &self.stages {
+            match s {
+                CStage::Line(f) => {
+                    if !f.keep(line) {
+                        return false;
+                    }
+                }
+                CStage::JsonAll => json::apply_all(line, labels),
+                CStage::JsonPaths(p) => json::apply_paths(line, p, labels),
+                CStage::Logfmt(l) => l.apply(line, labels),
+                CStage::Regexp(r) => regexp::apply(r, line, labels),
+                CStage::Pattern(p) => {
+                    for (name, value) in p.captures(line) {
+                        labels.add_parsed(name, value);
+                    }
+                }
+                CStage::Unpack => json::unpack(line, labels),
+                CStage::Label(f) => {
+                    if !f.keep(labels) {
+                        return false;
+                    }
+                }
+                CStage::LineFormat(t) => {
+                    let snapshot = labels.clone();
+                    let get = |n: &str| snapshot.get_any(n).map(str::to_string);
+                    match t.render(&Ctx {
+                        get: &get,
+                        line,
+                        ts_ns,
+                    }) {
+                        Ok(s) => *line = s,
+                        Err(e) => labels.set_error(TEMPLATE_ERR, e),
+                    }
+                }
+                CStage::LabelFormat(fmts) => label_format(fmts, ts_ns, line, labels),
+                CStage::Drop(ms) => {
+                    for m in ms {
+                        match m {
+                            NamedMatcher::Name(n) => labels.remove(n),
+                            NamedMatcher::Matcher(m) => {
+                                if labels.get_any(&m.name).is_some_and(|v| m.matches_value(v)) {
+                                    labels.remove(&m.name);
+                                }
+                            }
+                        }
+                    }
+                }
+                CStage::Keep(ms) => labels.retain(|name, value| {
+                    ms.iter().any(|m| match m {
+                        NamedMatcher::Name(n) => n == name,
+                        NamedMatcher::Matcher(m) => m.name == name && m.matches_value(value),
+                    })
+                }),
+                CStage::Decolorize => {
+                    if line.contains(['\x1b', '\u{9b}']) {
+                        *line = ansi().replace_all(line, "").into_owned();
+                    }
+                }
+            }
+        }
+        true
+    }
+}
+
+fn label_format(fmts: &[LabelFmtC], ts_ns: i64, line: &str, labels: &mut LabelSet) {
+    // Templates read the labels as they were before the stage.
+    let snapshot = labels.clone();
+    for f in fmts {
+        match f {
+            LabelFmtC::Rename { dst, src } => {
+                if let Some(v) = snapshot.get(src) {
+                    let v = v.to_string();
+                    labels.remove(src);
+                    labels.set(dst, &v);
+                }
+            }
+            LabelFmtC::Template { dst, t } => {
+                let get = |n: &str| snapshot.get_any(n).map(str::to_string);
+                match t.render(&Ctx {
+                    get: &get,
+                    line,
+                    ts_ns,
+                }) {
+                    Ok(v) => labels.set(dst, &v),
+                    Err(e) => labels.set_error(TEMPLATE_ERR, e),
+                }
+            }
+        }
+    }
+}
+
+/// Literal substrings every line must contain: the single-operand `|=`
+/// filters that come before any stage that can change the line.
+pub fn line_filter_hints(log: &LogExpr) -> Vec<String> {
+    use crate::syntax::ast::{FilterValue, LineOp};
+    let mut out = Vec::new();
+    for s in &log.stages {
+        match s {
+            Stage::LineFilter(f) => {
+                if let (LineOp::Contains, [FilterValue::Str(v)]) = (f.op, f.values.as_slice())
+                    && !v.is_empty()
+                {
+                    out.push(v.clone());
+                }
+            }
+            Stage::LineFormat(_) | Stage::Unpack | Stage::Decolorize => break,
+            _ => {}
+        }
+    }
+    out
+}
