@@ -21,6 +21,7 @@ pub struct App {
     pub metrics: Arc<SelfMetrics>,
     pub otlp: OtlpOptions,
     pub query: crate::query::QueryService,
+    pub logql: crate::logql::LogQlService,
     pub started: Instant,
 }
 
@@ -104,6 +105,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         metrics,
         otlp,
         query: crate::query::QueryService::new(cfg.query.clone()),
+        logql: crate::logql::LogQlService::new(&cfg.query),
         started,
     });
 

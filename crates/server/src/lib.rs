@@ -11,6 +11,7 @@ pub mod duration;
 pub mod grpc;
 pub mod http;
 pub mod loadgen;
+pub mod logql;
 pub mod pipeline;
 pub mod query;
 pub mod runtime_config;

@@ -189,3 +189,83 @@ pub async fn ingest_otlp_metrics(
         IngestStatus::Unavailable => OtlpOutcome::Unavailable(out.message.unwrap_or_default()),
     }
 }
+
+/// What a log push ended as, for the Loki and OTLP logs endpoints.
+#[derive(Debug)]
+pub struct LogIngestOutcome {
+    pub status: IngestStatus,
+    pub message: Option<String>,
+    pub entries_written: u64,
+    pub rejected: u64,
+}
+
+/// The one path every log protocol goes through after decoding: rate
+/// limit (bytes), validation, append (WAL + head). Invalid entries are
+/// dropped and the rest stored, as Loki does; the status says whether
+/// anything was refused and why.
+pub async fn ingest_logs(
+    app: &App,
+    tenant: &TenantId,
+    mut streams: Vec<miru_model::LogStreamWrite>,
+) -> LogIngestOutcome {
+    let lines: u64 = streams.iter().map(|s| s.entries.len() as u64).sum();
+    let bytes: u64 = streams
+        .iter()
+        .flat_map(|s| s.entries.iter())
+        .map(|e| {
+            (e.line.len()
+                + e.structured_metadata
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum::<usize>()) as u64
+        })
+        .sum();
+    if let Err(e) = app.limits.take_log_ingestion(tenant, bytes, lines) {
+        return LogIngestOutcome {
+            status: IngestStatus::Limited,
+            message: Some(e.to_string()),
+            entries_written: 0,
+            rejected: lines,
+        };
+    }
+    let limits = app.limits.for_tenant(tenant);
+    let now_ns = miru_storage_now_ms().saturating_mul(1_000_000);
+    let v = miru_ingest::loki::validate_streams(&mut streams, &limits, now_ns);
+    let append_limits = miru_storage::logs::LogAppendLimits {
+        max_streams: limits.max_global_streams_per_user,
+        out_of_order_window_ns: (limits.log_out_of_order_window_s as i64)
+            .saturating_mul(1_000_000_000),
+    };
+    match app
+        .storage
+        .append_logs(tenant, streams, append_limits)
+        .await
+    {
+        Err(e) => {
+            tracing::error!(tenant = %tenant, error = %e, "log append failed");
+            LogIngestOutcome {
+                status: IngestStatus::Unavailable,
+                message: Some(format!("storage unavailable: {e}")),
+                entries_written: 0,
+                rejected: lines,
+            }
+        }
+        Ok(r) => {
+            let head_rejected: u64 = r.rejected.iter().map(|(_, n)| n).sum();
+            let (status, message) = match (&r.first_error, &v.first_error) {
+                (Some((reason, msg)), _) if reason.is_limit() => {
+                    (IngestStatus::Limited, Some(msg.clone()))
+                }
+                (_, Some(msg)) => (IngestStatus::BadData, Some(msg.clone())),
+                (Some((_, msg)), None) => (IngestStatus::BadData, Some(msg.clone())),
+                (None, None) => (IngestStatus::Ok, None),
+            };
+            LogIngestOutcome {
+                status,
+                message,
+                entries_written: r.entries_accepted + r.entries_deduplicated,
+                rejected: v.dropped() + head_rejected,
+            }
+        }
+    }
+}

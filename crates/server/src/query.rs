@@ -110,7 +110,7 @@ impl QueryService {
     }
 
     /// A global slot and one per tenant, waited for until `deadline`.
-    async fn acquire(
+    pub(crate) async fn acquire(
         &self,
         tenants: &[TenantId],
         deadline: Instant,

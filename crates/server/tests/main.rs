@@ -12,6 +12,7 @@ mod cli;
 mod durability;
 mod limits;
 mod loadgen;
+mod loki_api;
 mod otel_sdk;
 mod promql_api;
 mod promql_differential;

@@ -38,7 +38,10 @@ fn tenant_status(e: &TenantError) -> StatusCode {
 }
 
 /// Reads the body up to the tenant's limit; `Err` is a ready 413/400.
-async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, (StatusCode, String)> {
+pub(super) async fn read_body(
+    body: Body,
+    limit: usize,
+) -> Result<bytes::Bytes, (StatusCode, String)> {
     to_bytes(body, limit).await.map_err(|e| {
         let too_large = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())

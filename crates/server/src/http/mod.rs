@@ -1,9 +1,11 @@
 //! The HTTP shell: one router for every API, a request-id and logging
 //! middleware, and the mapping from outcomes to status codes. Routes are
 //! grouped by API family: `ingest` (writes), `prom` (Prometheus reads),
+//! `loki` (Loki push and reads),
 //! `status` (health, readiness, self-metrics).
 
 mod ingest;
+mod loki;
 pub mod params;
 mod prom;
 mod query;
@@ -54,6 +56,18 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/otlp/v1/metrics", post(ingest::otlp_metrics))
         .route("/v1/metrics", post(ingest::otlp_metrics))
         .route("/api/v1/otlp/v1/metrics", post(ingest::otlp_metrics))
+        .route("/loki/api/v1/push", post(loki::push))
+        .route("/loki/api/v1/query", get(loki::query).post(loki::query))
+        .route(
+            "/loki/api/v1/query_range",
+            get(loki::query_range).post(loki::query_range),
+        )
+        .route("/loki/api/v1/labels", get(loki::labels).post(loki::labels))
+        .route(
+            "/loki/api/v1/label/{name}/values",
+            get(loki::label_values).post(loki::label_values),
+        )
+        .route("/loki/api/v1/series", get(loki::series).post(loki::series))
         .route("/miru/api/v1/raw", get(prom::raw).post(prom::raw))
         .route("/ingester/flush", get(status::flush).post(status::flush))
         .route("/miru/api/v1/admin/compact", post(status::compact))
