@@ -199,6 +199,7 @@ async fn maintenance_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         let interval = app.cfg.storage.flush_interval;
         if last_flush.elapsed() >= interval
             || storage.head_samples() >= app.cfg.storage.max_head_samples
+            || storage.log_head_bytes() >= app.cfg.storage.max_head_log_bytes
             || storage.head_span_ms() >= interval.as_millis() as i64
         {
             last_flush = Instant::now();

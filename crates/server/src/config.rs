@@ -70,6 +70,9 @@ pub struct StorageSection {
     pub flush_interval: Duration,
     /// Cut early when the head holds this many samples.
     pub max_head_samples: usize,
+    /// Cut early when the log heads hold this many bytes of entries, so
+    /// a burst of logs cannot grow memory until the next scheduled cut.
+    pub max_head_log_bytes: usize,
     /// Series without samples for this long leave the head (and stop
     /// counting as active).
     #[serde(with = "serde_duration")]
@@ -198,6 +201,7 @@ impl Default for StorageSection {
             object_store: ObjectStoreConfig::default(),
             flush_interval: Duration::from_secs(600),
             max_head_samples: 50_000_000,
+            max_head_log_bytes: 512 << 20,
             series_idle_timeout: Duration::from_secs(1800),
             compaction_interval: Duration::from_secs(60),
             compaction_fan_in: 4,

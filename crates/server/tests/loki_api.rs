@@ -385,3 +385,32 @@ fn bad_pushes_and_queries_get_400_and_keep_the_rest() {
     );
     assert_eq!(code, 400);
 }
+
+#[test]
+fn a_large_log_head_is_cut_before_the_flush_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let cfg = dir.path().join("miru.yaml");
+    std::fs::write(&cfg, "storage:\n  max_head_log_bytes: 20000\n").unwrap();
+    let s = Server::start(dir.path(), &["--config.file", cfg.to_str().unwrap()]);
+    let now = now_ns();
+    let entries = (0..100)
+        .map(|i| (now + i, format!("line {i} {}", "x".repeat(200)), vec![]))
+        .collect();
+    let (code, body) = push_proto(&s, "t", vec![stream(r#"{app="a"}"#, entries)]);
+    assert_eq!(code, 204, "{body}");
+    // The default flush interval is 10 minutes; the byte bound cuts at the
+    // next maintenance tick (1 s).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while walk(&dir.path().join("data/objects/t/logs")).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no logs part was cut");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (_, v) = get(
+        &s,
+        "t",
+        "/loki/api/v1/query_range",
+        &[("query", r#"{app="a"}"#.into()), ("limit", "1000".into())],
+    );
+    assert_eq!(lines(&v).len(), 100);
+}
