@@ -14,6 +14,18 @@ pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
+/// RFC 3339 in UTC with nanoseconds, as Loki prints times in messages:
+/// `2026-11-21T20:17:00.000000001Z`.
+pub fn rfc3339_nanos(unix_ns: i64) -> String {
+    let base = rfc3339_millis(unix_ns);
+    // `rfc3339_millis` always ends in `.mmmZ`: widen the fraction.
+    format!(
+        "{}.{:09}Z",
+        &base[..base.len() - 5],
+        unix_ns.rem_euclid(1_000_000_000)
+    )
+}
+
 /// RFC 3339 in UTC with milliseconds: `2026-11-21T20:17:00.000Z`.
 pub fn rfc3339_millis(unix_ns: i64) -> String {
     let secs = unix_ns.div_euclid(1_000_000_000);
@@ -47,5 +59,10 @@ mod tests {
             "2026-11-21T20:17:00.000Z"
         );
         assert_eq!(rfc3339_millis(-1_000_000), "1969-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339_nanos(-1), "1969-12-31T23:59:59.999999999Z");
+        assert_eq!(
+            rfc3339_nanos(1_000_000_007),
+            "1970-01-01T00:00:01.000000007Z"
+        );
     }
 }

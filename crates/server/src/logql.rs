@@ -14,7 +14,7 @@ use miru_logql::{
 use miru_model::TenantId;
 use miru_storage::{ScanBudget, ScanLimit, Storage, StorageError};
 
-use crate::query::QueryService;
+use crate::query::{CancelOnDrop, QueryService};
 
 /// What a LogQL request asks for.
 #[derive(Debug, Clone)]
@@ -122,15 +122,6 @@ impl LogQlService {
         let mut stats = *source.stats.lock().expect("BUG: stats lock poisoned");
         stats.exec_seconds = started.elapsed().as_secs_f64();
         Ok((value, stats))
-    }
-}
-
-/// Sets the query's cancel flag when the request future is dropped.
-struct CancelOnDrop(Arc<AtomicBool>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
     }
 }
 

@@ -164,7 +164,7 @@ fn threads_per_query(cfg: &QuerySection) -> usize {
 }
 
 /// Sets the query's cancel flag when the request future is dropped.
-struct CancelOnDrop(Arc<AtomicBool>);
+pub(crate) struct CancelOnDrop(pub(crate) Arc<AtomicBool>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {

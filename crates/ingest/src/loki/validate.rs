@@ -4,6 +4,7 @@
 //! counted; the rest of the request is stored, and the first error is
 //! what the 400 says, as Loki answers.
 
+use miru_model::civil::rfc3339_nanos as ts;
 use miru_model::{LogStreamWrite, format_stream_labels};
 
 use crate::limits::TenantLimits;
@@ -60,15 +61,6 @@ impl LogValidation {
 
     pub fn dropped(&self) -> u64 {
         self.counts.iter().map(|(_, n)| n).sum()
-    }
-}
-
-/// RFC 3339 with nanoseconds for messages.
-fn ts(ns: i64) -> String {
-    let base = miru_model::civil::rfc3339_millis(ns);
-    match base.find('.') {
-        Some(dot) => format!("{}.{:09}Z", &base[..dot], ns.rem_euclid(1_000_000_000)),
-        None => base,
     }
 }
 

@@ -18,6 +18,7 @@ use miru_model::{ErrorKind, Labels, Matcher, TenantId};
 use serde_json::{Value, json};
 
 use super::params::Params;
+use super::prom::{format_value as sample_value, labels_json};
 use super::text_error;
 use crate::app::App;
 use crate::logql::{LogQlError, LogQlKind, ReadStats};
@@ -217,28 +218,6 @@ fn query_param(p: &Params) -> Result<String, Response> {
 
 fn parse_query(q: &str) -> Result<Expr, Response> {
     miru_logql::parse(q).map_err(|e| bad(e.to_string()))
-}
-
-fn labels_json(l: &Labels) -> Value {
-    Value::Object(
-        l.iter()
-            .map(|x| (x.name.to_string(), Value::String(x.value.to_string())))
-            .collect(),
-    )
-}
-
-fn sample_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        }
-    } else {
-        v.to_string()
-    }
 }
 
 fn seconds(t_ns: i64) -> Value {

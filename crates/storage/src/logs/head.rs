@@ -5,9 +5,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use miru_model::civil::rfc3339_nanos as ts_text;
 use miru_model::{Labels, LogEntry, LogStreamWrite, Matcher, TenantId, format_stream_labels};
 
-use super::{LogAppendLimits, LogRejectReason};
+use super::{LogAppendLimits, LogAppendResult, LogRejectReason};
 use crate::head::HashMap;
 use crate::part::PartName;
 use crate::wal::RecordBuf;
@@ -48,17 +49,7 @@ pub(crate) struct FrozenLogs {
     pub(crate) max_ts_ns: i64,
 }
 
-/// What one append did, for the response.
-#[derive(Debug, Default)]
-pub(crate) struct LogAppendOutcome {
-    pub(crate) entries_accepted: u64,
-    pub(crate) bytes_accepted: u64,
-    pub(crate) entries_deduplicated: u64,
-    pub(crate) rejected: Vec<(LogRejectReason, u64)>,
-    pub(crate) first_error: Option<(LogRejectReason, String)>,
-}
-
-impl LogAppendOutcome {
+impl LogAppendResult {
     fn reject(&mut self, reason: LogRejectReason, n: u64, message: impl FnOnce() -> String) {
         match self.rejected.iter_mut().find(|(r, _)| *r == reason) {
             Some((_, c)) => *c += n,
@@ -79,17 +70,6 @@ pub(crate) struct LogHead {
     active_entries: usize,
     active_bytes: usize,
     frozen: Vec<Arc<FrozenLogs>>,
-}
-
-/// RFC 3339 with nanoseconds, for error messages as Loki writes them.
-fn ts_text(ns: i64) -> String {
-    let base = miru_model::civil::rfc3339_millis(ns);
-    // `rfc3339_millis` ends in `.mmmZ`; widen to nanoseconds.
-    let sub = ns.rem_euclid(1_000_000_000);
-    match base.find('.') {
-        Some(dot) => format!("{}.{sub:09}Z", &base[..dot]),
-        None => base,
-    }
 }
 
 impl LogHead {
@@ -146,9 +126,12 @@ impl LogHead {
         writes: Vec<LogStreamWrite>,
         limits: &LogAppendLimits,
         now_s: u64,
-    ) -> (RecordBuf, LogAppendOutcome) {
-        let mut out = LogAppendOutcome::default();
-        let mut accepted: Vec<(Labels, Vec<LogEntry>)> = Vec::with_capacity(writes.len());
+    ) -> (RecordBuf, LogAppendResult) {
+        let mut out = LogAppendResult::default();
+        // Accepted entries move into their stream's `active` list; the WAL
+        // record is encoded from there (stream id, index range), so no
+        // line is copied.
+        let mut accepted: Vec<(u32, std::ops::Range<usize>)> = Vec::with_capacity(writes.len());
         for w in writes {
             if w.entries.is_empty() {
                 continue;
@@ -206,12 +189,18 @@ impl LogHead {
             }
             self.active_entries += kept.len();
             self.active_bytes += kept.iter().map(entry_bytes).sum::<usize>();
-            s.active.extend(kept.iter().cloned());
-            accepted.push((s.labels.clone(), kept));
+            // A stream may come twice in one push: each range is its own.
+            accepted.push((id, s.active.len()..s.active.len() + kept.len()));
+            s.active.extend(kept);
         }
         let mut rec = RecordBuf::default();
-        let refs: Vec<(&Labels, &[LogEntry])> =
-            accepted.iter().map(|(l, e)| (l, e.as_slice())).collect();
+        let refs: Vec<(&Labels, &[LogEntry])> = accepted
+            .iter()
+            .map(|(id, range)| {
+                let s = &self.streams[id];
+                (&s.labels, &s.active[range.clone()])
+            })
+            .collect();
         rec.logs(&self.tenant, &refs);
         (rec, out)
     }
@@ -471,6 +460,32 @@ mod tests {
         let got = h.select(&[Matcher::equal("app", "a")], 0, i64::MAX);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].1.len(), 2);
+    }
+
+    #[test]
+    fn a_stream_sent_twice_in_one_push_is_logged_once_per_entry() {
+        let mut h = LogHead::new(TenantId::anonymous());
+        let (rec, out) = h.append(
+            vec![
+                write("a", vec![entry(1, "x")]),
+                write("a", vec![entry(2, "y")]),
+            ],
+            &limits(),
+            1,
+        );
+        assert_eq!(out.entries_accepted, 2);
+        let (kind, payload) = &rec.records[0];
+        let crate::wal::Record::Logs { streams, .. } =
+            crate::wal::decode_record(*kind, payload).unwrap()
+        else {
+            panic!("not a log record");
+        };
+        let lines: Vec<&str> = streams
+            .iter()
+            .flat_map(|s| s.entries.iter())
+            .map(|e| e.line.as_str())
+            .collect();
+        assert_eq!(lines, ["x", "y"]);
     }
 
     #[test]

@@ -89,13 +89,7 @@ impl Storage {
         if let Some(rx) = pending {
             rx.await.map_err(|_| StorageError::ShuttingDown)??;
         }
-        Ok(LogAppendResult {
-            entries_accepted: out.entries_accepted,
-            bytes_accepted: out.bytes_accepted,
-            entries_deduplicated: out.entries_deduplicated,
-            rejected: out.rejected,
-            first_error: out.first_error,
-        })
+        Ok(out)
     }
 
     /// Bytes of log entries held in the heads since the last cut.

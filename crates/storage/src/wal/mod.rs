@@ -9,6 +9,8 @@ mod record;
 mod replay;
 mod writer;
 
+#[cfg(test)]
+pub(crate) use record::decode as decode_record;
 pub(crate) use record::{Record, RecordBuf};
 pub(crate) use replay::replay;
 pub(crate) use writer::Wal;
