@@ -7,5 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 
+# Share the workspace's target directory: the dependencies already checked
+# for clippy are reused instead of being checked (and stored) a second time.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(cd .. && pwd)/target}"
 cargo check --bins --no-default-features --quiet
 echo "fuzz targets compile: $(grep -c '^\[\[bin\]\]' Cargo.toml)"
