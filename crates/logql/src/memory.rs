@@ -37,6 +37,7 @@ impl LogSource for MemorySource {
         let req = *req;
         let matchers = req.matchers.to_vec();
         let hints = req.line_filters.to_vec();
+        let label_hints = req.label_equals.to_vec();
         Ok(Box::new(self.streams.iter().filter_map(
             move |(labels, entries)| {
                 if !matches_all(&matchers, labels) {
@@ -49,6 +50,14 @@ impl LogSource for MemorySource {
                     .unwrap_or_default()
                     .iter()
                     .filter(|e| hints.iter().all(|h| e.line.contains(h.as_str())))
+                    // As storage does: a hinted pair is a stream label or
+                    // structured metadata, so the corpus checks the hints.
+                    .filter(|e| {
+                        label_hints.iter().all(|(k, v)| {
+                            labels.get(k) == Some(v.as_str())
+                                || e.structured_metadata.iter().any(|(a, b)| a == k && b == v)
+                        })
+                    })
                     .cloned()
                     .collect();
                 (!picked.is_empty()).then(|| Ok((labels.clone(), picked)))

@@ -14,6 +14,9 @@ pub struct SelectRequest<'a> {
     /// Exclusive.
     pub end_ns: i64,
     pub line_filters: &'a [LineFilterHint],
+    /// Pairs every line of the result carries as a stream label or as
+    /// structured metadata (from `| name="value"` before any parser).
+    pub label_equals: &'a [(String, String)],
 }
 
 /// Why the source failed; the message reaches the user.

@@ -12,6 +12,7 @@ use miru_logql::{
     SourceError, StreamIter, Value,
 };
 use miru_model::TenantId;
+use miru_storage::logs::LogReadHints;
 use miru_storage::{ScanBudget, ScanLimit, Storage, StorageError};
 
 use crate::query::{CancelOnDrop, QueryService};
@@ -35,7 +36,15 @@ pub enum LogQlKind {
 pub struct ReadStats {
     pub parts_overlapping: u64,
     pub parts_read: u64,
+    /// Sizes of the parts read, and the bytes fetched of them.
+    pub part_bytes: u64,
     pub part_bytes_fetched: u64,
+    /// Rows of the selected streams in those parts, and how many of them
+    /// the block filters skipped.
+    pub part_rows: u64,
+    pub part_rows_skipped: u64,
+    /// Entries examined in the time range and their line bytes (Loki's
+    /// lines and bytes processed).
     pub entries: u64,
     pub line_bytes: u64,
     pub exec_seconds: f64,
@@ -163,6 +172,10 @@ impl LogSource for StorageLogSource {
                 req.matchers,
                 req.start_ns,
                 req.end_ns,
+                &LogReadHints {
+                    line_contains: req.line_filters.to_vec(),
+                    label_equals: req.label_equals.to_vec(),
+                },
                 &self.budget,
             ))
             .map_err(source_error)?;
@@ -170,9 +183,12 @@ impl LogSource for StorageLogSource {
             let mut s = self.stats.lock().expect("BUG: stats lock poisoned");
             s.parts_overlapping += sel.parts_overlapping;
             s.parts_read += sel.parts_read;
+            s.part_bytes += sel.part_bytes;
             s.part_bytes_fetched += sel.part_bytes_fetched;
-            s.entries += sel.entries;
-            s.line_bytes += sel.line_bytes;
+            s.part_rows += sel.part_rows;
+            s.part_rows_skipped += sel.part_rows_skipped;
+            s.entries += sel.scanned_entries;
+            s.line_bytes += sel.scanned_line_bytes;
         }
         Ok(Box::new(sel.streams.into_iter().map(Ok)))
     }

@@ -26,6 +26,24 @@ pub fn decode_wal_record(kind: u8, data: &[u8]) {
     let _ = replay_one_record(kind, data);
 }
 
+/// Decodes a logs block-filters object and, when it decodes, asks every
+/// block about a needle and a metadata pair taken from the same bytes.
+pub fn decode_logs_blooms(data: &[u8]) {
+    use crate::logs::blooms::{PartBlooms, metadata_keys, needle_keys};
+    let split = data.len().min(64);
+    let (needle, body) = data.split_at(split);
+    let needle = String::from_utf8_lossy(needle);
+    let keys = needle_keys(&needle);
+    for b in [body, data] {
+        if let Ok(f) = PartBlooms::decode(b) {
+            for i in 0..f.blocks().min(1024) + 1 {
+                let _ = f.may_contain_needle(i, &keys);
+                let _ = f.may_contain_all(i, &metadata_keys(&needle, &needle));
+            }
+        }
+    }
+}
+
 /// Decodes one series chunk of a part block.
 pub fn decode_chunk(data: &[u8]) {
     let mut out = Vec::new();

@@ -1,38 +1,58 @@
-//! Decoded part indexes, kept between queries. Parts are immutable, so an
-//! entry never goes stale; it leaves when the cache is over its byte bound
-//! (least recently used first) or when its part is deleted.
+//! Decoded part indexes (metrics part indexes, logs part footers and block
+//! filters), kept between queries. Parts are immutable, so an entry never
+//! goes stale; it leaves when the cache is over its byte bound (least
+//! recently used first) or when its part is deleted.
 //!
 //! Concurrent queries that miss on the same part wait for one decode
 //! instead of each holding their own copy: during an incident every
 //! dashboard asks for the same parts at once.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::OnceCell;
 
-use crate::part::{PartError, PartIndex, PartReader};
+/// What a cached value costs in memory.
+pub(crate) trait CacheWeight {
+    fn approx_bytes(&self) -> usize;
+}
 
-struct Entry {
-    cell: Arc<OnceCell<Arc<PartIndex>>>,
+impl CacheWeight for crate::part::PartIndex {
+    fn approx_bytes(&self) -> usize {
+        self.approx_bytes
+    }
+}
+
+struct Entry<V> {
+    cell: Arc<OnceCell<Arc<V>>>,
     last_used: u64,
     /// Counted once the index is decoded.
     bytes: usize,
 }
 
-pub(crate) struct IndexCache {
+pub(crate) struct IndexCache<V> {
     max_bytes: usize,
-    state: Mutex<State>,
+    state: Mutex<State<V>>,
 }
 
-#[derive(Default)]
-struct State {
-    entries: HashMap<String, Entry>,
+struct State<V> {
+    entries: HashMap<String, Entry<V>>,
     bytes: usize,
     tick: u64,
 }
 
-impl IndexCache {
+impl<V> Default for State<V> {
+    fn default() -> Self {
+        State {
+            entries: HashMap::new(),
+            bytes: 0,
+            tick: 0,
+        }
+    }
+}
+
+impl<V: CacheWeight> IndexCache<V> {
     pub(crate) fn new(max_bytes: usize) -> Self {
         IndexCache {
             max_bytes,
@@ -40,13 +60,16 @@ impl IndexCache {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<V>> {
         self.state.lock().expect("BUG: index cache lock poisoned")
     }
 
-    /// The decoded index of `part`, from the cache or read once.
-    pub(crate) async fn get(&self, part: &PartReader) -> Result<Arc<PartIndex>, PartError> {
-        let key = part.name.key();
+    /// The value for `key`, from the cache or loaded once by `load`.
+    pub(crate) async fn get<E, F, Fut>(&self, key: String, load: F) -> Result<Arc<V>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
         let cell = {
             let mut s = self.lock();
             s.tick += 1;
@@ -63,7 +86,7 @@ impl IndexCache {
             return Ok(Arc::clone(index));
         }
         let index = cell
-            .get_or_try_init(|| async { part.read_index().await.map(Arc::new) })
+            .get_or_try_init(|| async { load().await.map(Arc::new) })
             .await;
         let index = match index {
             Ok(i) => Arc::clone(i),
@@ -86,7 +109,7 @@ impl IndexCache {
             && Arc::ptr_eq(&e.cell, &cell)
             && e.bytes == 0
         {
-            e.bytes = index.approx_bytes.max(1);
+            e.bytes = index.approx_bytes().max(1);
             s.bytes += e.bytes;
             s.evict(self.max_bytes);
         }
@@ -108,7 +131,7 @@ impl IndexCache {
     }
 }
 
-impl State {
+impl<V> State<V> {
     fn evict(&mut self, max_bytes: usize) {
         while self.bytes > max_bytes {
             let Some(oldest) = self

@@ -170,7 +170,11 @@ pub(crate) struct Inner {
     heads: RwLock<HashMap<TenantId, Arc<Mutex<TenantHead>>>>,
     log_heads: RwLock<HashMap<TenantId, Arc<Mutex<logs::LogHead>>>>,
     catalog: Mutex<catalog::Catalog>,
-    index_cache: index_cache::IndexCache,
+    index_cache: index_cache::IndexCache<part::PartIndex>,
+    /// Logs part footers and block filters; a quarter of
+    /// `index_cache_bytes` each.
+    log_meta_cache: index_cache::IndexCache<logs::LogPartMeta>,
+    log_bloom_cache: index_cache::IndexCache<logs::PartBlooms>,
     observer: Arc<dyn Observer>,
     /// Serialises cuts, part writes and compactions.
     maintenance: tokio::sync::Mutex<()>,
@@ -356,6 +360,8 @@ impl Storage {
             .map_or(1, |s| s + 1);
         let wal = wal::Wal::start(&cfg.wal_dir, first_seg, Arc::clone(&observer))?;
         let index_cache = index_cache::IndexCache::new(cfg.index_cache_bytes);
+        let log_meta_cache = index_cache::IndexCache::new(cfg.index_cache_bytes / 4);
+        let log_bloom_cache = index_cache::IndexCache::new(cfg.index_cache_bytes / 4);
         let storage = Storage {
             inner: Arc::new(Inner {
                 cfg,
@@ -376,6 +382,8 @@ impl Storage {
                 ),
                 catalog: Mutex::new(catalog),
                 index_cache,
+                log_meta_cache,
+                log_bloom_cache,
                 observer,
                 maintenance: tokio::sync::Mutex::new(()),
             }),

@@ -364,7 +364,12 @@ impl Storage {
 
     /// The decoded index of a part, through the index cache.
     async fn part_index(&self, p: &PartReader) -> Result<Arc<PartIndex>, StorageError> {
-        Ok(self.observe("get", self.inner.index_cache.get(p).await)?)
+        let index = self
+            .inner
+            .index_cache
+            .get(p.name.key(), || p.read_index())
+            .await;
+        Ok(self.observe("get", index)?)
     }
 
     /// Bytes the part index cache holds.

@@ -463,7 +463,7 @@ mod logs {
     use super::*;
     use miru_model::{LogEntry, LogStreamWrite};
     use miru_storage::ScanBudget;
-    use miru_storage::logs::LogAppendLimits;
+    use miru_storage::logs::{LogAppendLimits, LogReadHints};
 
     const LOG_LIMITS: LogAppendLimits = LogAppendLimits {
         max_streams: 0,
@@ -495,10 +495,17 @@ mod logs {
     }
 
     async fn all_lines(s: &Storage, t: &TenantId, m: &[Matcher]) -> Vec<(Labels, Vec<LogEntry>)> {
-        s.select_logs(t, m, i64::MIN, i64::MAX, &ScanBudget::unlimited())
-            .await
-            .unwrap()
-            .streams
+        s.select_logs(
+            t,
+            m,
+            i64::MIN,
+            i64::MAX,
+            &LogReadHints::default(),
+            &ScanBudget::unlimited(),
+        )
+        .await
+        .unwrap()
+        .streams
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -552,6 +559,7 @@ mod logs {
                 &m,
                 T0 + 10_000_000_070,
                 T0 + 20_000_000_140,
+                &LogReadHints::default(),
                 &ScanBudget::unlimited(),
             )
             .await
@@ -566,6 +574,7 @@ mod logs {
                 &[Matcher::equal("app", "nope")],
                 i64::MIN,
                 i64::MAX,
+                &LogReadHints::default(),
                 &ScanBudget::unlimited(),
             )
             .await
@@ -577,10 +586,181 @@ mod logs {
         assert_eq!(labels.len(), 3);
         // A budget refuses oversized selections.
         let err = s
-            .select_logs(&t, &[], i64::MIN, i64::MAX, &ScanBudget::new(2, 0))
+            .select_logs(
+                &t,
+                &[],
+                i64::MIN,
+                i64::MAX,
+                &LogReadHints::default(),
+                &ScanBudget::new(2, 0),
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, miru_storage::StorageError::Limit(_)), "{err}");
+    }
+
+    /// A pseudo-random 32-hex id per entry, as trace ids are.
+    fn trace_id(a: usize, k: i64) -> String {
+        let mut x = (a as u64) << 40 | k as u64;
+        let mut out = String::new();
+        for _ in 0..2 {
+            x = x.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29) ^ 0x5851_f42d;
+            out.push_str(&format!("{x:016x}"));
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn needle_and_metadata_searches_read_only_the_blocks_that_can_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path()).await;
+        let t = TenantId::new("team-a").unwrap();
+        let n = 20_000;
+        let written: Vec<LogStreamWrite> = (0..3)
+            .map(|a| LogStreamWrite {
+                labels: Labels::from_pairs([("app", format!("app-{a}"))]),
+                entries: (0..n)
+                    .map(|k| LogEntry {
+                        timestamp_ns: T0 + k * 1_000_007,
+                        line: format!(
+                            "level=info msg=\"request completed\" status=200 trace_id={} took={}ms",
+                            trace_id(a, k),
+                            k % 977
+                        ),
+                        structured_metadata: vec![(
+                            "user_id".into(),
+                            format!("u-{}", k * 3 + a as i64),
+                        )],
+                    })
+                    .collect(),
+            })
+            .collect();
+        s.append_logs(&t, written.clone(), LOG_LIMITS)
+            .await
+            .unwrap();
+        s.flush().await.unwrap();
+        let part = &s.log_parts(&t)[0];
+        let (from, to) = (i64::MIN, i64::MAX);
+        let search = |hints: LogReadHints| {
+            let s = s.clone();
+            let t = t.clone();
+            async move {
+                s.select_logs(&t, &[], from, to, &hints, &ScanBudget::unlimited())
+                    .await
+                    .unwrap()
+            }
+        };
+        // A trace id prefix, as users paste it.
+        let id = trace_id(1, 12_345);
+        let sel = search(LogReadHints {
+            line_contains: vec![id[..16].to_string()],
+            ..Default::default()
+        })
+        .await;
+        let lines: Vec<&str> = sel
+            .streams
+            .iter()
+            .flat_map(|(_, e)| e.iter().map(|e| e.line.as_str()))
+            .collect();
+        assert_eq!(lines, vec![written[1].entries[12_345].line.as_str()]);
+        assert_eq!(sel.part_rows, 3 * n as u64);
+        assert!(
+            sel.part_rows_skipped * 100 >= sel.part_rows * 90,
+            "only {} of {} rows skipped",
+            sel.part_rows_skipped,
+            sel.part_rows
+        );
+        // The first search fetches the footer and the block filters (whole:
+        // random 32-hex ids in every line make them large) and one block.
+        assert!(
+            sel.part_bytes_fetched * 10 < part.size * 4,
+            "fetched {} of {} bytes",
+            sel.part_bytes_fetched,
+            part.size
+        );
+        // Later searches find footer and filters in memory: one block.
+        let again = search(LogReadHints {
+            line_contains: vec![id[4..20].to_string()],
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(again.entries, 1);
+        assert!(
+            again.part_bytes_fetched * 10 < part.size,
+            "fetched {} of {} bytes",
+            again.part_bytes_fetched,
+            part.size
+        );
+        // A structured-metadata value.
+        let sel = search(LogReadHints {
+            label_equals: vec![("user_id".into(), "u-30002".into())],
+            ..Default::default()
+        })
+        .await;
+        let lines: Vec<&str> = sel
+            .streams
+            .iter()
+            .flat_map(|(_, e)| e.iter().map(|e| e.line.as_str()))
+            .collect();
+        assert_eq!(lines, vec![written[2].entries[10_000].line.as_str()]);
+        assert!(
+            sel.part_rows_skipped * 100 >= sel.part_rows * 80,
+            "{} of {}",
+            sel.part_rows_skipped,
+            sel.part_rows
+        );
+        // A stream label named in a hint selects by the stream, not the filters.
+        let sel = search(LogReadHints {
+            label_equals: vec![("app".into(), "app-0".into())],
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(sel.entries, n as u64);
+        // A needle in every line reads everything and drops nothing.
+        let sel = search(LogReadHints {
+            line_contains: vec!["request completed".into()],
+            ..Default::default()
+        })
+        .await;
+        assert_eq!((sel.entries, sel.part_rows_skipped), (3 * n as u64, 0));
+        // Without the filters object the answer is the same, only slower.
+        let blooms: Vec<_> = walk(&dir.path().join("objects"))
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "blooms"))
+            .collect();
+        assert_eq!(blooms.len(), 1);
+        std::fs::remove_file(&blooms[0]).unwrap();
+        drop(s);
+        let s = open(dir.path()).await;
+        let sel = s
+            .select_logs(
+                &t,
+                &[],
+                from,
+                to,
+                &LogReadHints {
+                    line_contains: vec![id[..16].to_string()],
+                    ..Default::default()
+                },
+                &ScanBudget::unlimited(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(sel.entries, 1);
+        assert_eq!(sel.part_rows_skipped, 0);
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use super::select::{check_selector, run_entry};
 use crate::HashMap;
 use crate::error::QueryError;
 use crate::pipeline::labels::{Category, LabelSet};
-use crate::pipeline::{Pipeline, line_filter_hints};
+use crate::pipeline::{Pipeline, label_filter_hints, line_filter_hints};
 use crate::source::{LogSource, SelectRequest};
 use crate::syntax::ast::LogExpr;
 use crate::value::{LogLine, Stream, Value};
@@ -45,11 +45,13 @@ pub(super) fn eval_logs(
     check_selector(&log.matchers)?;
     let pipeline = Pipeline::for_log(log).map_err(QueryError::Invalid)?;
     let hints = line_filter_hints(log);
+    let label_hints = label_filter_hints(log);
     let req = SelectRequest {
         matchers: &log.matchers,
         start_ns: q.start_ns,
         end_ns: q.end_ns,
         line_filters: &hints,
+        label_equals: &label_hints,
     };
     let mut lines: Vec<(Labels, LogLine)> = Vec::new();
     for item in src.select(&req)? {

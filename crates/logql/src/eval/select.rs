@@ -10,7 +10,7 @@ use super::{Budget, QueryContext};
 use crate::HashMap;
 use crate::error::{QueryError, series_text};
 use crate::pipeline::labels::{ERROR_DETAILS_LABEL, ERROR_LABEL, LabelSet};
-use crate::pipeline::{Pipeline, label_filter, line_filter_hints};
+use crate::pipeline::{Pipeline, label_filter, label_filter_hints, line_filter_hints};
 use crate::source::{LogSource, SelectRequest};
 use crate::syntax::ast::{Conversion, Grouping, LogExpr, RangeAgg, RangeOp};
 use crate::syntax::literals::{go_duration_error, parse_bytes, parse_go_duration, parse_go_float};
@@ -101,6 +101,7 @@ pub(super) fn select_samples(
         None => Vec::new(),
     };
     let hints = line_filter_hints(log);
+    let label_hints = label_filter_hints(log);
     let start_ns = first_ns
         .saturating_sub(agg.offset_ns)
         .saturating_sub(agg.range_ns)
@@ -111,6 +112,7 @@ pub(super) fn select_samples(
         start_ns,
         end_ns,
         line_filters: &hints,
+        label_equals: &label_hints,
     };
     let bytes = matches!(agg.op, RangeOp::BytesOverTime | RangeOp::BytesRate);
     let mut by_labels: HashMap<Labels, usize> = HashMap::default();

@@ -212,6 +212,40 @@ fn label_format(fmts: &[LabelFmtC], ts_ns: i64, line: &str, labels: &mut LabelSe
     }
 }
 
+/// Pairs every entry of the result carries as a stream label or as
+/// structured metadata: `name="value"` label filters (alone or joined by
+/// `and`/`,`) before any stage that adds, renames or drops labels. A
+/// source may use them to skip data; the pipeline applies them anyway.
+pub fn label_filter_hints(log: &LogExpr) -> Vec<(String, String)> {
+    use crate::syntax::ast::LabelFilter;
+    fn equalities(f: &LabelFilter, out: &mut Vec<(String, String)>) {
+        match f {
+            LabelFilter::And(a, b) => {
+                equalities(a, out);
+                equalities(b, out);
+            }
+            // Internal labels (`__error__`) are set by earlier stages.
+            LabelFilter::Matcher(m)
+                if m.op == miru_model::MatchOp::Equal
+                    && !m.value.is_empty()
+                    && !m.name.starts_with("__") =>
+            {
+                out.push((m.name.to_string(), m.value.to_string()));
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for s in &log.stages {
+        match s {
+            Stage::LineFilter(_) => {}
+            Stage::LabelFilter(f) => equalities(f, &mut out),
+            _ => break,
+        }
+    }
+    out
+}
+
 /// Literal substrings every line must contain: the single-operand `|=`
 /// filters that come before any stage that can change the line.
 pub fn line_filter_hints(log: &LogExpr) -> Vec<String> {
@@ -231,4 +265,38 @@ pub fn line_filter_hints(log: &LogExpr) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod hint_tests {
+    use super::*;
+    use crate::syntax::ast::Expr;
+
+    fn log_expr(q: &str) -> LogExpr {
+        match crate::parse(q).unwrap() {
+            Expr::Log(l) => l,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn hints_come_only_from_filters_before_label_changing_stages() {
+        let l = log_expr(
+            r#"{app="a"} |= "needle" | trace_id="t1", user="u" | level=~"e.*" or x="y" | json | status="500" |= "after""#,
+        );
+        assert_eq!(line_filter_hints(&l), vec!["needle", "after"]);
+        assert_eq!(
+            label_filter_hints(&l),
+            vec![
+                ("trace_id".into(), "t1".into()),
+                ("user".into(), "u".into())
+            ]
+        );
+        let l = log_expr(r#"{app="a"} | logfmt | trace_id="t1""#);
+        assert!(label_filter_hints(&l).is_empty());
+        let l = log_expr(r#"{app="a"} | __error__="" | x!="1" | y="""#);
+        assert!(label_filter_hints(&l).is_empty());
+        let l = log_expr(r#"{app="a"} |= "a" or "b" | line_format "{{.x}}" |= "c""#);
+        assert!(line_filter_hints(&l).is_empty());
+    }
 }

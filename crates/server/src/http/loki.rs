@@ -298,7 +298,9 @@ fn result_json(v: &LogValue, categorize: bool) -> (&'static str, Value) {
 }
 
 /// `data.stats` with Loki's summary fields (what Grafana shows) and what
-/// miru's part pruning skipped.
+/// miru's part pruning skipped: whole parts (by key and stream table),
+/// rows (by block filters) and bytes (only the pages of the rows read are
+/// fetched).
 fn stats_json(s: &ReadStats, returned: usize) -> Value {
     let per_s = |n: u64| {
         if s.exec_seconds > 0.0 {
@@ -326,7 +328,15 @@ fn stats_json(s: &ReadStats, returned: usize) -> Value {
             "partsOverlapping": s.parts_overlapping,
             "partsRead": s.parts_read,
             "partsSkipped": s.parts_overlapping.saturating_sub(s.parts_read),
-            "partBytesFetched": s.part_bytes_fetched
+            "partBytes": s.part_bytes,
+            "partBytesFetched": s.part_bytes_fetched,
+            "partBytesSkippedFraction": if s.part_bytes > 0 {
+                1.0 - (s.part_bytes_fetched as f64 / s.part_bytes as f64).min(1.0)
+            } else {
+                0.0
+            },
+            "partRows": s.part_rows,
+            "partRowsSkippedByBlockFilters": s.part_rows_skipped
         }
     })
 }

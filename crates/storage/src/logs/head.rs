@@ -316,14 +316,30 @@ impl LogHead {
         matchers: &[Matcher],
         start_ns: i64,
         end_ns: i64,
+        hints: &super::LogReadHints,
+        scanned: &mut super::part_read::Scanned,
     ) -> Vec<(Labels, Vec<LogEntry>)> {
-        let in_range = |e: &&LogEntry| e.timestamp_ns >= start_ns && e.timestamp_ns < end_ns;
+        let scanned = std::cell::RefCell::new(scanned);
+        let wanted = |labels: &Labels, e: &LogEntry| {
+            if e.timestamp_ns < start_ns || e.timestamp_ns >= end_ns {
+                return false;
+            }
+            scanned.borrow_mut().add(&e.line);
+            hints.admits(labels, &e.line, |k, v| {
+                e.structured_metadata.iter().any(|(a, b)| a == k && b == v)
+            })
+        };
         let mut out: HashMap<Labels, Vec<LogEntry>> = HashMap::default();
         for s in self.streams.values() {
             if s.active.is_empty() || !miru_model::matches_all(matchers, &s.labels) {
                 continue;
             }
-            let entries: Vec<LogEntry> = s.active.iter().filter(in_range).cloned().collect();
+            let entries: Vec<LogEntry> = s
+                .active
+                .iter()
+                .filter(|e| wanted(&s.labels, e))
+                .cloned()
+                .collect();
             if !entries.is_empty() {
                 out.entry(s.labels.clone()).or_default().extend(entries);
             }
@@ -336,7 +352,12 @@ impl LogHead {
                 if !miru_model::matches_all(matchers, &s.labels) {
                     continue;
                 }
-                let entries: Vec<LogEntry> = s.entries.iter().filter(in_range).cloned().collect();
+                let entries: Vec<LogEntry> = s
+                    .entries
+                    .iter()
+                    .filter(|e| wanted(&s.labels, e))
+                    .cloned()
+                    .collect();
                 if !entries.is_empty() {
                     out.entry(s.labels.clone()).or_default().extend(entries);
                 }
@@ -457,7 +478,13 @@ mod tests {
         let msg = out.first_error.unwrap().1;
         assert!(msg.contains("entry too far behind"), "{msg}");
         assert!(msg.contains("1970-01-01T08:00:00.000000000Z"), "{msg}");
-        let got = h.select(&[Matcher::equal("app", "a")], 0, i64::MAX);
+        let got = h.select(
+            &[Matcher::equal("app", "a")],
+            0,
+            i64::MAX,
+            &super::super::LogReadHints::default(),
+            &mut Default::default(),
+        );
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].1.len(), 2);
     }
@@ -517,10 +544,16 @@ mod tests {
         assert_eq!(lines, ["a", "b"]);
         assert_eq!(f[1].segment, 7);
         assert_eq!(
-            h.select(&[], day, day + 6)
-                .iter()
-                .map(|s| s.1.len())
-                .sum::<usize>(),
+            h.select(
+                &[],
+                day,
+                day + 6,
+                &super::super::LogReadHints::default(),
+                &mut Default::default(),
+            )
+            .iter()
+            .map(|s| s.1.len())
+            .sum::<usize>(),
             2
         );
         h.drop_frozen(&f[0]);

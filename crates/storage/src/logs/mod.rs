@@ -1,14 +1,19 @@
 //! Log storage: the same WAL, cut and object store as metrics, with a log
-//! head per tenant and plain Parquet parts (`docs/formats/logs-part-v1.md`).
+//! head per tenant and plain Parquet parts (`docs/formats/logs-part-v2.md`)
+//! with block filters beside them (`docs/formats/logs-blooms-v1.md`).
 //! Split by direction: `head` (append, replay, cut, in-memory reads),
-//! `part_write`/`part_read` (Parquet), `store` (the `Storage` methods).
+//! `part_write`/`part_read` (Parquet), `blooms` (block filters), `store`
+//! (the `Storage` methods).
 
+pub(crate) mod blooms;
 mod head;
 mod part_read;
 mod part_write;
 mod store;
 
+pub(crate) use blooms::PartBlooms;
 pub(crate) use head::{FrozenLogs, LogHead};
+pub(crate) use part_read::LogPartMeta;
 pub use part_write::LogPartError;
 pub use store::LogSelection;
 
@@ -16,10 +21,50 @@ pub use store::LogSelection;
 pub(crate) const FORMAT_KEY: &str = "miru.format";
 pub(crate) const FORMAT_NAME: &str = "logs-part";
 pub(crate) const VERSION_KEY: &str = "miru.version";
-pub(crate) const VERSION: &str = "1";
+pub(crate) const VERSION: &str = "2";
+/// Versions this binary reads: v1 parts have no block filters.
+pub(crate) const VERSIONS_READ: [&str; 2] = ["1", "2"];
 pub(crate) const STREAMS_KEY: &str = "miru.streams";
+/// Rows per block of the part's block filters (v2).
+pub(crate) const BLOCK_ROWS_KEY: &str = "miru.block_rows";
+/// Suffix of the block filters object beside a part (the part's key with
+/// `.parquet` replaced).
+pub(crate) const BLOOMS_SUFFIX: &str = ".blooms";
 /// Rows per Parquet row group.
 pub(crate) const MAX_ROW_GROUP_ROWS: usize = 65_536;
+
+/// What a query promises about every entry it wants, so that storage can
+/// skip blocks (and rows) that cannot qualify. Storage may return entries
+/// that do not satisfy the hints; the query applies its filters anyway.
+#[derive(Debug, Clone, Default)]
+pub struct LogReadHints {
+    /// Substrings every wanted line contains (`|= "…"`).
+    pub line_contains: Vec<String>,
+    /// Pairs every wanted entry carries as a stream label or as structured
+    /// metadata (`| trace_id="…"` before any parser).
+    pub label_equals: Vec<(String, String)>,
+}
+
+impl LogReadHints {
+    pub fn is_empty(&self) -> bool {
+        self.line_contains.is_empty() && self.label_equals.is_empty()
+    }
+
+    /// Whether an entry of a stream with `labels` may be wanted;
+    /// `has_metadata(name, value)` tells whether it carries that pair.
+    pub(crate) fn admits(
+        &self,
+        labels: &miru_model::Labels,
+        line: &str,
+        has_metadata: impl Fn(&str, &str) -> bool,
+    ) -> bool {
+        self.line_contains.iter().all(|n| line.contains(n.as_str()))
+            && self
+                .label_equals
+                .iter()
+                .all(|(k, v)| labels.get(k) == Some(v.as_str()) || has_metadata(k, v))
+    }
+}
 
 /// Limits the log head enforces for one append (per tenant).
 #[derive(Debug, Clone, Copy)]

@@ -1,20 +1,28 @@
-//! Reads a Parquet logs part (`docs/formats/logs-part-v1.md`): the stream
-//! table from the footer decides which row ranges to decode, so a query
-//! for a few streams decompresses only their pages.
+//! Reads a Parquet logs part (`docs/formats/logs-part-v2.md`) by ranges:
+//! the footer's stream table and the block filters decide which rows to
+//! decode, and only the pages holding those rows are fetched.
 
 use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow_array::{Array, MapArray, StringArray, TimestampNanosecondArray};
 use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use miru_model::{Label, Labels, LogEntry, Matcher};
+use object_store::{ObjectStore, ObjectStoreExt, path::Path};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
-};
-use parquet::file::metadata::PageIndexPolicy;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection};
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 
+use super::blooms::PartBlooms;
 use super::part_write::LogPartError;
-use super::{FORMAT_KEY, FORMAT_NAME, STREAMS_KEY, VERSION, VERSION_KEY};
+use super::{
+    BLOCK_ROWS_KEY, FORMAT_KEY, FORMAT_NAME, LogReadHints, STREAMS_KEY, VERSION_KEY, VERSIONS_READ,
+};
 
 /// One stream of a part, from the footer's stream table.
 #[derive(Debug, Clone)]
@@ -26,26 +34,163 @@ pub(crate) struct PartStream {
     pub(crate) max_ts_ns: i64,
 }
 
-/// An opened part: its bytes, decoded footer and stream table.
-pub(crate) struct LogPartReader {
+/// Reads byte ranges of one object, counting what it fetched. The Parquet
+/// reader asks it for the footer, the page index and the pages it needs.
+#[derive(Clone)]
+pub(crate) struct RangeReader {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    size: u64,
+    metadata: Option<Arc<ParquetMetaData>>,
+    pub(crate) fetched: Arc<AtomicU64>,
+    /// Failed requests, for the object-store metrics.
+    pub(crate) failed: Arc<AtomicU64>,
+}
+
+impl RangeReader {
+    pub(crate) fn new(store: Arc<dyn ObjectStore>, key: &str, size: u64) -> Self {
+        RangeReader {
+            store,
+            path: Path::from(key),
+            size,
+            metadata: None,
+            fetched: Arc::default(),
+            failed: Arc::default(),
+        }
+    }
+
+    fn count(&self, r: object_store::Result<Vec<Bytes>>) -> parquet::errors::Result<Vec<Bytes>> {
+        match r {
+            Ok(v) => {
+                let n: usize = v.iter().map(Bytes::len).sum();
+                self.fetched.fetch_add(n as u64, Ordering::Relaxed);
+                Ok(v)
+            }
+            Err(e) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                Err(ParquetError::External(Box::new(e)))
+            }
+        }
+    }
+}
+
+impl AsyncFileReader for RangeReader {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            let r = self.store.get_range(&self.path, range).await;
+            Ok(self.count(r.map(|b| vec![b]))?.remove(0))
+        }
+        .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move {
+            let r = self.store.get_ranges(&self.path, &ranges).await;
+            self.count(r)
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            if let Some(m) = &self.metadata {
+                return Ok(Arc::clone(m));
+            }
+            let size = self.size;
+            let m = ParquetMetaDataReader::new()
+                .with_page_index_policy(PageIndexPolicy::Optional)
+                // Footer, stream table and page index are usually well
+                // under this: one request instead of three.
+                .with_prefetch_hint(Some(64 << 10))
+                .load_and_finish(&mut *self, size)
+                .await?;
+            let m = Arc::new(m);
+            self.metadata = Some(Arc::clone(&m));
+            Ok(m)
+        }
+        .boxed()
+    }
+}
+
+/// A part's footer, decoded: Parquet metadata with the page index and the
+/// stream table. Cached between queries.
+pub(crate) struct LogPartMeta {
     name: String,
-    bytes: Bytes,
     meta: ArrowReaderMetadata,
     pub(crate) streams: Vec<PartStream>,
     total_rows: usize,
+    /// Rows per filter block when the part has block filters (v2).
+    pub(crate) block_rows: Option<usize>,
+    approx_bytes: usize,
 }
 
-impl LogPartReader {
-    pub(crate) fn open(name: &str, bytes: Bytes) -> Result<LogPartReader, LogPartError> {
+impl crate::index_cache::CacheWeight for LogPartMeta {
+    fn approx_bytes(&self) -> usize {
+        self.approx_bytes
+    }
+}
+
+impl crate::index_cache::CacheWeight for PartBlooms {
+    fn approx_bytes(&self) -> usize {
+        PartBlooms::approx_bytes(self)
+    }
+}
+
+/// Entries examined in the time range (before the hints' filtering) and
+/// their line bytes: what Loki reports as lines and bytes processed.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Scanned {
+    pub(crate) entries: u64,
+    pub(crate) line_bytes: u64,
+}
+
+impl Scanned {
+    pub(crate) fn add(&mut self, line: &str) {
+        self.entries += 1;
+        self.line_bytes += line.len() as u64;
+    }
+}
+
+/// What to read of a part for one query.
+pub(crate) struct ReadPlan {
+    /// Indexes of the chosen streams with the rows selected of each.
+    streams: Vec<(usize, usize)>,
+    selection: Vec<Range<usize>>,
+    /// Rows of the chosen streams, and how many of them the block filters
+    /// ruled out.
+    pub(crate) rows: u64,
+    pub(crate) rows_skipped: u64,
+}
+
+impl LogPartMeta {
+    /// Reads the footer through `reader`.
+    pub(crate) async fn load(
+        name: &str,
+        reader: &mut RangeReader,
+    ) -> Result<LogPartMeta, LogPartError> {
+        let meta = reader
+            .get_metadata(None)
+            .await
+            .map_err(|e| LogPartError::Parquet(name.to_string(), e))?;
+        Self::from_metadata(name, meta)
+    }
+
+    pub(crate) fn from_metadata(
+        name: &str,
+        metadata: Arc<ParquetMetaData>,
+    ) -> Result<LogPartMeta, LogPartError> {
         let invalid = |what: String| LogPartError::Invalid {
             name: name.to_string(),
             what,
         };
-        let meta = ArrowReaderMetadata::load(
-            &bytes,
-            ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
-        )
-        .map_err(|e| LogPartError::Parquet(name.to_string(), e))?;
+        let meta = ArrowReaderMetadata::try_new(metadata, ArrowReaderOptions::new())
+            .map_err(|e| LogPartError::Parquet(name.to_string(), e))?;
         let kv = meta.metadata().file_metadata().key_value_metadata();
         let get = |key: &str| {
             kv.and_then(|kv| kv.iter().find(|e| e.key == key))
@@ -57,14 +202,24 @@ impl LogPartReader {
                 get(FORMAT_KEY)
             )));
         }
-        if get(VERSION_KEY) != Some(VERSION) {
+        if !get(VERSION_KEY).is_some_and(|v| VERSIONS_READ.contains(&v)) {
             return Err(invalid(format!(
-                "unknown logs part version {:?} (this binary reads {VERSION})",
+                "unknown logs part version {:?} (this binary reads {VERSIONS_READ:?})",
                 get(VERSION_KEY)
             )));
         }
+        let block_rows = match get(BLOCK_ROWS_KEY) {
+            None => None,
+            Some(v) => Some(
+                v.parse::<usize>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| invalid(format!("bad {BLOCK_ROWS_KEY} {v:?}")))?,
+            ),
+        };
+        let table_json = get(STREAMS_KEY).unwrap_or("null");
         let table: Vec<(String, Vec<String>, usize, usize, i64, i64)> =
-            serde_json::from_str(get(STREAMS_KEY).unwrap_or("null"))
+            serde_json::from_str(table_json)
                 .map_err(|e| invalid(format!("bad stream table: {e}")))?;
         let total_rows = meta.metadata().file_metadata().num_rows().max(0) as usize;
         let mut streams = Vec::with_capacity(table.len());
@@ -87,60 +242,118 @@ impl LogPartReader {
                 max_ts_ns,
             });
         }
-        Ok(LogPartReader {
+        // The decoded footer (row groups x columns, page index) is about
+        // the size of its serialised form, which the stream table dominates.
+        let row_groups = meta.metadata().num_row_groups();
+        let approx_bytes = 2 * table_json.len() + row_groups * 4096 + 4096;
+        Ok(LogPartMeta {
             name: name.to_string(),
-            bytes,
             meta,
             streams,
             total_rows,
+            block_rows,
+            approx_bytes,
         })
     }
 
-    /// Entries in `[start_ns, end_ns)` of the streams matching every
-    /// matcher, by stream, each stream's entries in stored order.
-    pub(crate) fn select(
+    /// Streams with entries in `[start_ns, end_ns)` matching every matcher.
+    pub(crate) fn matching(
         &self,
         matchers: &[Matcher],
         start_ns: i64,
         end_ns: i64,
+    ) -> impl Iterator<Item = (usize, &PartStream)> {
+        self.streams.iter().enumerate().filter(move |(_, s)| {
+            s.rows > 0
+                && s.max_ts_ns >= start_ns
+                && s.min_ts_ns < end_ns
+                && miru_model::matches_all(matchers, &s.labels)
+        })
+    }
+
+    /// The rows to decode: the matching streams' rows, less the blocks
+    /// `block_may_match` rules out (called with the block index and the
+    /// streams present in it among the chosen).
+    pub(crate) fn plan(
+        &self,
+        matchers: &[Matcher],
+        start_ns: i64,
+        end_ns: i64,
+        block_may_match: &dyn Fn(usize, &Labels) -> bool,
+    ) -> ReadPlan {
+        let mut plan = ReadPlan {
+            streams: Vec::new(),
+            selection: Vec::new(),
+            rows: 0,
+            rows_skipped: 0,
+        };
+        let block_rows = self.block_rows.unwrap_or(usize::MAX);
+        for (i, s) in self.matching(matchers, start_ns, end_ns) {
+            let end = s.first_row + s.rows;
+            let mut row = s.first_row;
+            let mut selected = 0;
+            while row < end {
+                let block = row / block_rows;
+                let block_end = end.min(block.saturating_add(1).saturating_mul(block_rows));
+                let keep = block_may_match(block, &s.labels);
+                plan.rows += (block_end - row) as u64;
+                if keep {
+                    match plan.selection.last_mut() {
+                        Some(r) if r.end == row => r.end = block_end,
+                        _ => plan.selection.push(row..block_end),
+                    }
+                    selected += block_end - row;
+                } else {
+                    plan.rows_skipped += (block_end - row) as u64;
+                }
+                row = block_end;
+            }
+            if selected > 0 {
+                plan.streams.push((i, selected));
+            }
+        }
+        plan
+    }
+
+    /// Decodes the planned rows, keeping entries in `[start_ns, end_ns)`,
+    /// by stream, each stream's entries in stored order. Only the pages
+    /// holding planned rows are fetched through `reader`.
+    pub(crate) async fn read(
+        &self,
+        reader: RangeReader,
+        plan: &ReadPlan,
+        start_ns: i64,
+        end_ns: i64,
+        hints: &LogReadHints,
+        scanned: &mut Scanned,
     ) -> Result<Vec<(Labels, Vec<LogEntry>)>, LogPartError> {
-        let chosen: Vec<&PartStream> = self
-            .streams
-            .iter()
-            .filter(|s| {
-                s.rows > 0
-                    && s.max_ts_ns >= start_ns
-                    && s.min_ts_ns < end_ns
-                    && miru_model::matches_all(matchers, &s.labels)
-            })
-            .collect();
-        if chosen.is_empty() {
+        if plan.streams.is_empty() {
             return Ok(Vec::new());
         }
-        let ranges: Vec<Range<usize>> = chosen
+        let chosen: Vec<(&PartStream, usize)> = plan
+            .streams
             .iter()
-            .map(|s| s.first_row..s.first_row + s.rows)
+            .map(|&(i, rows)| (&self.streams[i], rows))
             .collect();
-        let selection = RowSelection::from_consecutive_ranges(ranges.into_iter(), self.total_rows);
+        let selection =
+            RowSelection::from_consecutive_ranges(plan.selection.iter().cloned(), self.total_rows);
         let err = |e| LogPartError::Parquet(self.name.clone(), e);
         let schema = self.meta.parquet_schema();
         // Leaves: stream, labels.key, labels.value, timestamp, line,
         // structured_metadata.key, structured_metadata.value.
         let mask = ProjectionMask::roots(schema, [2, 3, 4]);
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
-            self.bytes.clone(),
-            self.meta.clone(),
-        )
-        .with_projection(mask)
-        .with_row_selection(selection)
-        .build()
-        .map_err(err)?;
+        let mut batches =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.meta.clone())
+                .with_projection(mask)
+                .with_row_selection(selection)
+                .build()
+                .map_err(err)?;
         let mut out: Vec<(Labels, Vec<LogEntry>)> = Vec::with_capacity(chosen.len());
         let mut stream_at = 0;
-        let mut left_in_stream = chosen[0].rows;
+        let mut left_in_stream = chosen[0].1;
         let mut entries = Vec::new();
-        for batch in reader {
-            let batch = batch.map_err(|e| LogPartError::Arrow(self.name.clone(), e))?;
+        while let Some(batch) = batches.next().await {
+            let batch = batch.map_err(err)?;
             let bad = |what: &str| LogPartError::Invalid {
                 name: self.name.clone(),
                 what: format!("column {what} has an unexpected type"),
@@ -174,21 +387,31 @@ impl LogPartReader {
             for i in 0..batch.num_rows() {
                 while left_in_stream == 0 {
                     out.push((
-                        chosen[stream_at].labels.clone(),
+                        chosen[stream_at].0.labels.clone(),
                         std::mem::take(&mut entries),
                     ));
                     stream_at += 1;
-                    left_in_stream = chosen.get(stream_at).map_or(usize::MAX, |s| s.rows);
+                    left_in_stream = chosen.get(stream_at).map_or(usize::MAX, |s| s.1);
                 }
                 left_in_stream -= 1;
                 let t = ts.value(i);
                 if t < start_ns || t >= end_ns {
                     continue;
                 }
+                let line = lines.value(i);
+                scanned.add(line);
                 let (from, to) = (offsets[i] as usize, offsets[i + 1] as usize);
+                // Rows the hints rule out are not copied: a needle search
+                // holds only the lines that contain the needle.
+                let has_metadata = |k: &str, v: &str| {
+                    (from..to).any(|j| md_keys.value(j) == k && md_values.value(j) == v)
+                };
+                if !hints.admits(&chosen[stream_at].0.labels, line, has_metadata) {
+                    continue;
+                }
                 entries.push(LogEntry {
                     timestamp_ns: t,
-                    line: lines.value(i).to_string(),
+                    line: line.to_string(),
                     structured_metadata: (from..to)
                         .map(|j| (md_keys.value(j).to_string(), md_values.value(j).to_string()))
                         .collect(),
@@ -196,7 +419,7 @@ impl LogPartReader {
             }
         }
         if stream_at < chosen.len() {
-            out.push((chosen[stream_at].labels.clone(), entries));
+            out.push((chosen[stream_at].0.labels.clone(), entries));
         }
         out.retain(|(_, e)| !e.is_empty());
         Ok(out)

@@ -1,5 +1,6 @@
 //! Writes a frozen log generation as a Parquet part
-//! (`docs/formats/logs-part-v1.md`).
+//! (`docs/formats/logs-part-v2.md`) and its block filters
+//! (`docs/formats/logs-blooms-v1.md`).
 
 use std::sync::Arc;
 
@@ -12,8 +13,11 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
+use super::blooms::{BLOCK_ROWS, BlockBuilder, PartBlooms};
 use super::head::FrozenStream;
-use super::{FORMAT_KEY, FORMAT_NAME, MAX_ROW_GROUP_ROWS, STREAMS_KEY, VERSION, VERSION_KEY};
+use super::{
+    BLOCK_ROWS_KEY, FORMAT_KEY, FORMAT_NAME, MAX_ROW_GROUP_ROWS, STREAMS_KEY, VERSION, VERSION_KEY,
+};
 
 /// What a written part holds.
 #[derive(Debug, Clone, Copy, Default)]
@@ -84,6 +88,9 @@ fn properties(zstd_level: i32, streams_json: String) -> Result<WriterProperties,
     Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
+        // Pages end at block boundaries (and earlier when large), so a
+        // block the filters rule out is a page range the reader skips.
+        .set_data_page_row_count_limit(BLOCK_ROWS)
         // Timestamps are near-sorted within a stream: deltas pack well.
         // Dictionaries are turned off there, or the writer never uses the
         // requested encoding.
@@ -96,16 +103,24 @@ fn properties(zstd_level: i32, streams_json: String) -> Result<WriterProperties,
             KeyValue::new(FORMAT_KEY.into(), FORMAT_NAME.to_string()),
             KeyValue::new(VERSION_KEY.into(), VERSION.to_string()),
             KeyValue::new(STREAMS_KEY.into(), streams_json),
+            KeyValue::new(BLOCK_ROWS_KEY.into(), BLOCK_ROWS.to_string()),
         ]))
         .build())
 }
 
+/// A part ready to store: the Parquet file and its block filters.
+pub(crate) struct EncodedLogPart {
+    pub(crate) parquet: Vec<u8>,
+    pub(crate) blooms: Vec<u8>,
+    pub(crate) stats: LogPartStats,
+}
+
 /// Encodes streams (sorted by key, entries sorted and deduplicated) as
-/// Parquet bytes.
+/// Parquet bytes and block filters.
 pub(crate) fn write_part(
     streams: &[FrozenStream],
     zstd_level: i32,
-) -> Result<(Vec<u8>, LogPartStats), LogPartError> {
+) -> Result<EncodedLogPart, LogPartError> {
     let err_p = |e| LogPartError::Parquet("(new)".into(), e);
     let err_a = |e| LogPartError::Arrow("(new)".into(), e);
     debug_assert!(
@@ -160,12 +175,31 @@ pub(crate) fn write_part(
         w.write(&batch).map_err(err_p)?;
         at = end;
     }
-    for s in streams {
-        st.entries += s.entries.len() as u64;
-        st.line_bytes += s.entries.iter().map(|e| e.line.len() as u64).sum::<u64>();
+    let mut blocks = Vec::new();
+    let mut block = BlockBuilder::default();
+    let mut in_block = 0;
+    for e in streams.iter().flat_map(|s| &s.entries) {
+        block.add_line(&e.line);
+        for (k, v) in &e.structured_metadata {
+            block.add_metadata(k, v);
+        }
+        in_block += 1;
+        if in_block == BLOCK_ROWS {
+            blocks.push(block.finish());
+            in_block = 0;
+        }
+        st.entries += 1;
+        st.line_bytes += e.line.len() as u64;
+    }
+    if in_block > 0 {
+        blocks.push(block.finish());
     }
     w.close().map_err(err_p)?;
-    Ok((out, st))
+    Ok(EncodedLogPart {
+        parquet: out,
+        blooms: PartBlooms::encode(BLOCK_ROWS, &blocks),
+        stats: st,
+    })
 }
 
 fn batch(

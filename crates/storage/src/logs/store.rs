@@ -4,14 +4,17 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use std::sync::atomic::Ordering;
+
 use bytes::Bytes;
 use miru_model::{Labels, LogEntry, LogStreamWrite, Matcher, TenantId};
-use object_store::{ObjectStoreExt, path::Path};
+use object_store::{ObjectStoreExt, PutPayload, path::Path};
 
+use super::blooms::{NeedleKeys, PartBlooms, metadata_keys, needle_keys};
 use super::head::{LogHead, sort_dedup_entries};
-use super::part_read::LogPartReader;
+use super::part_read::{LogPartMeta, RangeReader, Scanned};
 use super::part_write::write_part;
-use super::{FrozenLogs, LogAppendLimits, LogAppendResult};
+use super::{BLOOMS_SUFFIX, FrozenLogs, LogAppendLimits, LogAppendResult, LogReadHints};
 use crate::catalog::PartEntry;
 use crate::part::{PartName, Signal};
 use crate::{ScanBudget, Storage, StorageError, now_ms};
@@ -25,11 +28,21 @@ pub struct LogSelection {
     /// had a matching stream (and were decoded).
     pub parts_overlapping: u64,
     pub parts_read: u64,
-    /// Object bytes of the parts fetched.
+    /// Object sizes of the parts with a matching stream, and the bytes
+    /// actually fetched from them (footers, block filters, pages).
+    pub part_bytes: u64,
     pub part_bytes_fetched: u64,
+    /// Rows of matching streams in the time range of the parts read, and
+    /// how many of them the block filters ruled out without reading.
+    pub part_rows: u64,
+    pub part_rows_skipped: u64,
     /// Entries and line bytes returned, from parts and from the head.
     pub entries: u64,
     pub line_bytes: u64,
+    /// Entries in the time range examined (before the hints' filtering),
+    /// and their line bytes.
+    pub scanned_entries: u64,
+    pub scanned_line_bytes: u64,
 }
 
 const NS_PER_MS: i64 = 1_000_000;
@@ -134,58 +147,148 @@ impl Storage {
             .log_overlapping(tenant, mint, maxt)
     }
 
-    async fn open_log_part(&self, e: &PartEntry) -> Result<Arc<LogPartReader>, StorageError> {
+    fn range_reader(&self, e: &PartEntry) -> RangeReader {
+        RangeReader::new(Arc::clone(&self.inner.store), &e.name.key(), e.size)
+    }
+
+    /// Counts a reader's requests in the object-store metrics.
+    fn observe_reader(&self, r: &RangeReader, requests_ok: u64) {
+        for _ in 0..r.failed.swap(0, Ordering::Relaxed) {
+            self.inner.observer.object_store_op("get", false);
+        }
+        for _ in 0..requests_ok {
+            self.inner.observer.object_store_op("get", true);
+        }
+    }
+
+    /// A part's decoded footer, through the cache.
+    async fn log_part_meta(
+        &self,
+        e: &PartEntry,
+        fetched: &mut u64,
+    ) -> Result<Arc<LogPartMeta>, StorageError> {
         let key = e.name.key();
-        let r = self.inner.store.get(&Path::from(key.clone())).await;
-        let body = self.observe("get", r)?;
-        let bytes: Bytes = self.observe("get", body.bytes().await)?;
-        let reader = tokio::task::spawn_blocking(move || LogPartReader::open(&key, bytes))
-            .await
-            .expect("BUG: part reader panicked")?;
-        Ok(Arc::new(reader))
+        let mut reader = self.range_reader(e);
+        let meta = self
+            .inner
+            .log_meta_cache
+            .get(key.clone(), || async {
+                LogPartMeta::load(&key, &mut reader).await
+            })
+            .await;
+        let n = reader.fetched.load(Ordering::Relaxed);
+        *fetched += n;
+        self.observe_reader(&reader, u64::from(n > 0));
+        Ok(meta?)
+    }
+
+    /// A part's block filters, through the cache; `None` for parts
+    /// written without them or whose filters are missing or damaged (then
+    /// every block is read, which is slower but correct).
+    async fn log_part_blooms(&self, e: &PartEntry, fetched: &mut u64) -> Option<Arc<PartBlooms>> {
+        let key = e.name.key();
+        let blooms_key = blooms_key(&e.name);
+        let store = Arc::clone(&self.inner.store);
+        let mut got = 0;
+        let r = self
+            .inner
+            .log_bloom_cache
+            .get(blooms_key.clone(), || async {
+                let body = store.get(&Path::from(blooms_key.clone())).await;
+                let bytes = match body {
+                    Ok(b) => b.bytes().await,
+                    Err(e) => Err(e),
+                }
+                .map_err(|e| e.to_string())?;
+                got = bytes.len() as u64;
+                PartBlooms::decode(&bytes).map_err(|e| e.to_string())
+            })
+            .await;
+        *fetched += got;
+        match r {
+            Ok(b) => Some(b),
+            Err(why) => {
+                tracing::warn!(part = %key, error = %why, "logs part read without its block filters");
+                None
+            }
+        }
     }
 
     /// Entries of the tenant's streams matching every matcher with
     /// timestamps in `[start_ns, end_ns)`, from parts and heads, charged
-    /// against `budget` (one series per stream, bytes per entry).
+    /// against `budget` (one series per stream, bytes per entry). Blocks of
+    /// parts that the hints rule out are not read, and rows that fail them
+    /// are left out (the caller filters again).
     pub async fn select_logs(
         &self,
         tenant: &TenantId,
         matchers: &[Matcher],
         start_ns: i64,
         end_ns: i64,
+        hints: &LogReadHints,
         budget: &ScanBudget,
     ) -> Result<LogSelection, StorageError> {
         let mut sel = LogSelection::default();
         let mut by_stream: HashMap<Labels, Vec<LogEntry>> = HashMap::new();
         let parts = self.log_parts_in(tenant, start_ns, end_ns);
         sel.parts_overlapping = parts.len() as u64;
+        let mut scanned = Scanned::default();
+        let mut line_keys = NeedleKeys::default();
+        for n in &hints.line_contains {
+            line_keys.extend(needle_keys(n));
+        }
         for e in &parts {
-            let reader = self.open_log_part(e).await?;
-            if !reader
-                .streams
-                .iter()
-                .any(|s| miru_model::matches_all(matchers, &s.labels))
-            {
+            let mut fetched = 0;
+            let meta = self.log_part_meta(e, &mut fetched).await?;
+            if meta.matching(matchers, start_ns, end_ns).next().is_none() {
+                sel.part_bytes_fetched += fetched;
                 continue;
             }
+            let blooms = if meta.block_rows.is_some() && !hints.is_empty() {
+                // Filters cut at another block size than the footer says
+                // are not trusted.
+                self.log_part_blooms(e, &mut fetched)
+                    .await
+                    .filter(|b| Some(b.block_rows) == meta.block_rows)
+            } else {
+                None
+            };
+            let may_match = |block: usize, labels: &Labels| {
+                let Some(b) = &blooms else { return true };
+                if !b.may_contain_needle(block, &line_keys) {
+                    return false;
+                }
+                hints.label_equals.iter().all(|(k, v)| {
+                    labels.get(k) == Some(v.as_str())
+                        || b.may_contain_all(block, &metadata_keys(k, v))
+                })
+            };
+            let plan = meta.plan(matchers, start_ns, end_ns, &may_match);
+            sel.part_rows += plan.rows;
+            sel.part_rows_skipped += plan.rows_skipped;
             sel.parts_read += 1;
-            sel.part_bytes_fetched += e.size;
-            let m = matchers.to_vec();
-            let got = tokio::task::spawn_blocking(move || reader.select(&m, start_ns, end_ns))
-                .await
-                .expect("BUG: part reader panicked")?;
-            for (labels, entries) in got {
+            sel.part_bytes += e.size;
+            let reader = self.range_reader(e);
+            let got = meta
+                .read(reader.clone(), &plan, start_ns, end_ns, hints, &mut scanned)
+                .await;
+            let n = reader.fetched.load(Ordering::Relaxed);
+            self.observe_reader(&reader, u64::from(n > 0));
+            sel.part_bytes_fetched += fetched + n;
+            for (labels, entries) in got? {
                 charge(budget, &by_stream, &labels, &entries)?;
                 by_stream.entry(labels).or_default().extend(entries);
             }
         }
         let head = self.read_log_heads().get(tenant).map(Arc::clone);
         if let Some(h) = head {
-            let got = h
-                .lock()
-                .expect("BUG: log head lock poisoned")
-                .select(matchers, start_ns, end_ns);
+            let got = h.lock().expect("BUG: log head lock poisoned").select(
+                matchers,
+                start_ns,
+                end_ns,
+                hints,
+                &mut scanned,
+            );
             for (labels, entries) in got {
                 charge(budget, &by_stream, &labels, &entries)?;
                 by_stream.entry(labels).or_default().extend(entries);
@@ -199,6 +302,8 @@ impl Storage {
         }
         streams.sort_by(|a, b| a.0.cmp(&b.0));
         sel.streams = streams;
+        sel.scanned_entries = scanned.entries;
+        sel.scanned_line_bytes = scanned.line_bytes;
         Ok(sel)
     }
 
@@ -214,17 +319,10 @@ impl Storage {
     ) -> Result<Vec<Labels>, StorageError> {
         let mut out = Vec::new();
         for e in self.log_parts_in(tenant, start_ns, end_ns) {
-            let reader = self.open_log_part(&e).await?;
+            let meta = self.log_part_meta(&e, &mut 0).await?;
             out.extend(
-                reader
-                    .streams
-                    .iter()
-                    .filter(|s| {
-                        s.max_ts_ns >= start_ns
-                            && s.min_ts_ns < end_ns
-                            && miru_model::matches_all(matchers, &s.labels)
-                    })
-                    .map(|s| s.labels.clone()),
+                meta.matching(matchers, start_ns, end_ns)
+                    .map(|(_, s)| s.labels.clone()),
             );
         }
         let head = self.read_log_heads().get(tenant).map(Arc::clone);
@@ -248,9 +346,10 @@ impl Storage {
     ) -> Result<PartEntry, StorageError> {
         let level = self.inner.cfg.flush_zstd_level;
         let frozen = Arc::clone(f);
-        let (bytes, st) = tokio::task::spawn_blocking(move || write_part(&frozen.streams, level))
+        let part = tokio::task::spawn_blocking(move || write_part(&frozen.streams, level))
             .await
             .expect("BUG: logs part writer panicked")?;
+        let st = part.stats;
         let name = PartName {
             tenant: tenant.clone(),
             signal: Signal::Logs,
@@ -263,12 +362,33 @@ impl Storage {
             wal_segment: f.segment,
             id: crate::compact::new_part_id(),
         };
-        let entry = self.put_part(&name, bytes).await?;
+        // The filters first: once the part is listed, they exist. Filters
+        // left behind by a crash before the part was written are ignored.
+        let r = self
+            .inner
+            .store
+            .put(
+                &Path::from(blooms_key(&name)),
+                PutPayload::from(Bytes::from(part.blooms)),
+            )
+            .await;
+        self.observe("put", r)?;
+        let entry = self.put_part(&name, part.parquet).await?;
         self.inner
             .observer
             .part_written(tenant, entry.size, st.entries, false);
         Ok(entry)
     }
+}
+
+/// The key of a part's block filters: the part's key with `.parquet`
+/// replaced by `.blooms`.
+fn blooms_key(name: &PartName) -> String {
+    let key = name.key();
+    format!(
+        "{}{BLOOMS_SUFFIX}",
+        key.strip_suffix(name.signal.extension()).unwrap_or(&key)
+    )
 }
 
 fn charge(

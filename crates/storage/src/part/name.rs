@@ -9,7 +9,7 @@ const DAY_MS: i64 = 86_400_000;
 pub enum Signal {
     /// `metrics/…​.mpart` (`docs/formats/metrics-part-v2.md`).
     Metrics,
-    /// `logs/…​.parquet` (`docs/formats/logs-part-v1.md`).
+    /// `logs/…​.parquet` (`docs/formats/logs-part-v2.md`).
     Logs,
 }
 
@@ -21,7 +21,7 @@ impl Signal {
         }
     }
 
-    fn extension(self) -> &'static str {
+    pub(crate) fn extension(self) -> &'static str {
         match self {
             Signal::Metrics => ".mpart",
             Signal::Logs => ".parquet",
