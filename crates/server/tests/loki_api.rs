@@ -467,3 +467,137 @@ fn a_large_log_head_is_cut_before_the_flush_interval() {
     );
     assert_eq!(lines(&v).len(), 100);
 }
+
+/// Bytes of the lines `seed` pushes to `{app="api"}`.
+fn api_line_bytes() -> u64 {
+    (0..200)
+        .map(|i| {
+            if i % 10 == 0 {
+                format!("level=error msg=\"upstream failed\" status=502 trace_id={i:016x}").len()
+            } else {
+                format!("level=info msg=\"GET /users/{i}\" status=200 duration={i}ms").len()
+            }
+        })
+        .sum::<usize>() as u64
+}
+
+fn check_index_endpoints(s: &Server, t0: i64, chunks: u64) {
+    let range = [
+        ("start", (t0 - 1_000_000_000).to_string()),
+        ("end", (t0 + 300_000_000_000).to_string()),
+    ];
+    fn with(
+        range: &[(&'static str, String); 2],
+        q: &str,
+        extra: &[(&'static str, &str)],
+    ) -> Vec<(&'static str, String)> {
+        let mut p: Vec<(&'static str, String)> = range.to_vec();
+        p.push(("query", q.to_string()));
+        p.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        p
+    }
+    let db_bytes = "{\"level\":\"warn\",\"msg\":\"slow query\",\"ms\":1200}".len() as u64;
+    let (code, v) = get(
+        s,
+        "team-a",
+        "/loki/api/v1/index/stats",
+        &with(&range, r#"{env="prod"}"#, &[]),
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["streams"], 2, "{v}");
+    assert_eq!(v["chunks"], chunks, "{v}");
+    assert_eq!(v["entries"], 201, "{v}");
+    assert_eq!(v["bytes"], api_line_bytes() + db_bytes, "{v}");
+    // A log query's pipeline is ignored, as Loki does.
+    let (_, v) = get(
+        s,
+        "team-a",
+        "/loki/api/v1/index/stats",
+        &with(&range, r#"{app="db"} |= "x""#, &[]),
+    );
+    assert_eq!(
+        (v["streams"].as_u64(), v["entries"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    // Volume by the selector's labels, then by a target label.
+    let (code, v) = get(
+        s,
+        "team-a",
+        "/loki/api/v1/index/volume",
+        &with(&range, r#"{app=~".+"}"#, &[]),
+    );
+    assert_eq!(code, 200, "{v}");
+    let r = &v["data"]["result"];
+    assert_eq!(v["data"]["resultType"], "vector", "{v}");
+    assert_eq!(r[0]["metric"], serde_json::json!({"app": "api"}), "{v}");
+    assert_eq!(r[0]["value"][1], api_line_bytes().to_string(), "{v}");
+    assert_eq!(r[1]["metric"], serde_json::json!({"app": "db"}), "{v}");
+    let (_, v) = get(
+        s,
+        "team-a",
+        "/loki/api/v1/index/volume",
+        &with(
+            &range,
+            r#"{app=~".+"}"#,
+            &[("targetLabels", "env"), ("limit", "5")],
+        ),
+    );
+    let r = &v["data"]["result"];
+    assert_eq!(r.as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(r[0]["metric"], serde_json::json!({"env": "prod"}), "{v}");
+    assert_eq!(
+        r[0]["value"][1],
+        (api_line_bytes() + db_bytes).to_string(),
+        "{v}"
+    );
+    let (code, v) = get(
+        s,
+        "team-a",
+        "/loki/api/v1/index/volume_range",
+        &with(&range, r#"{env="prod"}"#, &[("step", "60s")]),
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["data"]["resultType"], "matrix", "{v}");
+    let total: u64 = v["data"]["result"][0]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_str().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total, api_line_bytes() + db_bytes, "{v}");
+    let (code, v) = get(
+        s,
+        "team-a",
+        "/loki/api/v1/index/volume",
+        &with(&range, r#"{app=~".+"}"#, &[("aggregateBy", "labels")]),
+    );
+    assert_eq!(code, 400, "{v}");
+    let (code, v) = get(s, "team-a", "/loki/api/v1/detected_labels", &range);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        v["detectedLabels"],
+        serde_json::json!([{"label": "app", "cardinality": 2}, {"label": "env", "cardinality": 1}]),
+        "{v}"
+    );
+    // Another tenant sees nothing.
+    let (_, v) = get(
+        s,
+        "team-b",
+        "/loki/api/v1/index/stats",
+        &with(&range, r#"{env="prod"}"#, &[]),
+    );
+    assert_eq!(v["streams"], 0, "{v}");
+}
+
+#[test]
+fn index_endpoints_answer_from_the_head_and_the_parts_stream_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let t0 = now_ns() - 300_000_000_000;
+    seed(&s, t0);
+    check_index_endpoints(&s, t0, 2);
+    let r = client().post(s.url("/ingester/flush")).send().unwrap();
+    assert!(r.status().is_success());
+    check_index_endpoints(&s, t0, 2);
+}

@@ -86,12 +86,12 @@ pub(super) async fn push(State(app): State<Arc<App>>, headers: HeaderMap, body: 
 }
 
 /// A read request: its single tenant and its parameters.
-struct LokiRequest {
-    tenant: TenantId,
-    params: Params,
+pub(super) struct LokiRequest {
+    pub(super) tenant: TenantId,
+    pub(super) params: Params,
 }
 
-async fn loki_request(
+pub(super) async fn loki_request(
     app: &App,
     method: &Method,
     headers: &HeaderMap,
@@ -122,11 +122,11 @@ async fn loki_request(
     })
 }
 
-fn bad(msg: impl Into<String>) -> Response {
+pub(super) fn bad(msg: impl Into<String>) -> Response {
     text_error(StatusCode::BAD_REQUEST, msg)
 }
 
-fn now_ns() -> i64 {
+pub(super) fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)
@@ -161,7 +161,7 @@ fn time_param(p: &Params, name: &str, default: i64) -> Result<i64, Response> {
 
 /// `start`/`end` with Loki's defaults (the last hour); start after end is
 /// an error.
-fn range_params(p: &Params) -> Result<(i64, i64), Response> {
+pub(super) fn range_params(p: &Params) -> Result<(i64, i64), Response> {
     let end = time_param(p, "end", now_ns())?;
     let start = time_param(p, "start", end - 3600 * NS_PER_S)?;
     if end < start {
@@ -193,7 +193,7 @@ fn direction_param(p: &Params) -> Result<Direction, Response> {
 
 /// `step` as a duration (`15s`) or float seconds; Loki's default keeps a
 /// range query near 250 points.
-fn step_param(p: &Params, start: i64, end: i64) -> Result<i64, Response> {
+pub(super) fn step_param(p: &Params, start: i64, end: i64) -> Result<i64, Response> {
     let step = match p.get("step") {
         Some(s) => {
             let d = super::params::parse_duration_param(s)
@@ -210,7 +210,7 @@ fn step_param(p: &Params, start: i64, end: i64) -> Result<i64, Response> {
     Ok(step)
 }
 
-fn query_param(p: &Params) -> Result<String, Response> {
+pub(super) fn query_param(p: &Params) -> Result<String, Response> {
     p.get("query")
         .map(str::to_string)
         .ok_or_else(|| bad("query parameter is required"))
@@ -220,7 +220,7 @@ fn parse_query(q: &str) -> Result<Expr, Response> {
     miru_logql::parse(q).map_err(|e| bad(e.to_string()))
 }
 
-fn seconds(t_ns: i64) -> Value {
+pub(super) fn seconds(t_ns: i64) -> Value {
     json!(t_ns as f64 / 1e9)
 }
 
@@ -456,7 +456,7 @@ pub(super) async fn query_range(
 }
 
 /// The matchers of a stream selector parameter (`query` or `match[]`).
-fn selector(s: &str) -> Result<Vec<Matcher>, Response> {
+pub(super) fn selector(s: &str) -> Result<Vec<Matcher>, Response> {
     match parse_query(s)? {
         Expr::Log(l) => Ok(l.matchers),
         Expr::Metric(_) => Err(bad(format!("{s:?} is not a stream selector"))),

@@ -1,11 +1,13 @@
 //! The HTTP shell: one router for every API, a request-id and logging
 //! middleware, and the mapping from outcomes to status codes. Routes are
 //! grouped by API family: `ingest` (writes), `prom` (Prometheus reads),
-//! `loki` (Loki push and reads),
+//! `loki` (Loki push and reads), `loki_index` (index stats, volumes,
+//! detected labels),
 //! `status` (health, readiness, self-metrics).
 
 mod ingest;
 mod loki;
+mod loki_index;
 pub mod params;
 mod prom;
 mod query;
@@ -68,6 +70,22 @@ pub fn router(app: Arc<App>) -> Router {
             get(loki::label_values).post(loki::label_values),
         )
         .route("/loki/api/v1/series", get(loki::series).post(loki::series))
+        .route(
+            "/loki/api/v1/index/stats",
+            get(loki_index::stats).post(loki_index::stats),
+        )
+        .route(
+            "/loki/api/v1/index/volume",
+            get(loki_index::volume).post(loki_index::volume),
+        )
+        .route(
+            "/loki/api/v1/index/volume_range",
+            get(loki_index::volume_range).post(loki_index::volume_range),
+        )
+        .route(
+            "/loki/api/v1/detected_labels",
+            get(loki_index::detected_labels).post(loki_index::detected_labels),
+        )
         .route("/miru/api/v1/raw", get(prom::raw).post(prom::raw))
         .route("/ingester/flush", get(status::flush).post(status::flush))
         .route("/miru/api/v1/admin/compact", post(status::compact))

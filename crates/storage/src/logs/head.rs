@@ -366,6 +366,50 @@ impl LogHead {
         out.into_iter().collect()
     }
 
+    /// Per stream in memory (active and frozen generations apart), the
+    /// entries in `[start_ns, end_ns)`: count, line bytes, first and last
+    /// timestamp.
+    pub(crate) fn chunk_stats(
+        &self,
+        matchers: &[Matcher],
+        start_ns: i64,
+        end_ns: i64,
+    ) -> Vec<super::LogChunkStats> {
+        let stat = |labels: &Labels, entries: &mut dyn Iterator<Item = &LogEntry>| {
+            let mut c = super::LogChunkStats {
+                labels: labels.clone(),
+                min_ts_ns: i64::MAX,
+                max_ts_ns: i64::MIN,
+                entries: 0,
+                line_bytes: 0,
+            };
+            for e in entries.filter(|e| e.timestamp_ns >= start_ns && e.timestamp_ns < end_ns) {
+                c.entries += 1;
+                c.line_bytes += e.line.len() as u64;
+                c.min_ts_ns = c.min_ts_ns.min(e.timestamp_ns);
+                c.max_ts_ns = c.max_ts_ns.max(e.timestamp_ns);
+            }
+            (c.entries > 0).then_some(c)
+        };
+        let mut out = Vec::new();
+        for s in self.streams.values() {
+            if miru_model::matches_all(matchers, &s.labels) {
+                out.extend(stat(&s.labels, &mut s.active.iter()));
+            }
+        }
+        for f in &self.frozen {
+            if f.max_ts_ns < start_ns || f.min_ts_ns >= end_ns {
+                continue;
+            }
+            for s in &f.streams {
+                if miru_model::matches_all(matchers, &s.labels) {
+                    out.extend(stat(&s.labels, &mut s.entries.iter()));
+                }
+            }
+        }
+        out
+    }
+
     /// Label sets of the head's streams matching the matchers that have
     /// entries in memory overlapping `[start_ns, end_ns)`.
     pub(crate) fn stream_labels(

@@ -66,6 +66,18 @@ impl LogReadHints {
     }
 }
 
+/// What the stream tables say about one stream's entries in one part (or
+/// in memory): Loki's "chunk" for index statistics and volumes. A part's
+/// stream overlapping a range counts whole, as Loki counts chunks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogChunkStats {
+    pub labels: miru_model::Labels,
+    pub min_ts_ns: i64,
+    pub max_ts_ns: i64,
+    pub entries: u64,
+    pub line_bytes: u64,
+}
+
 /// Limits the log head enforces for one append (per tenant).
 #[derive(Debug, Clone, Copy)]
 pub struct LogAppendLimits {

@@ -32,6 +32,34 @@ pub(crate) struct PartStream {
     pub(crate) rows: usize,
     pub(crate) min_ts_ns: i64,
     pub(crate) max_ts_ns: i64,
+    /// Bytes of the stream's lines (v2; 0 in v1 parts).
+    pub(crate) line_bytes: u64,
+}
+
+/// `[stream, [name, value, …], first_row, rows, min_ts_ns, max_ts_ns]`,
+/// plus `line_bytes` in v2.
+fn parse_stream_row(row: &[serde_json::Value]) -> Option<PartStream> {
+    if !(6..=7).contains(&row.len()) {
+        return None;
+    }
+    let pairs: Vec<&str> = row[1]
+        .as_array()?
+        .iter()
+        .map(|v| v.as_str())
+        .collect::<Option<_>>()?;
+    if !pairs.len().is_multiple_of(2) {
+        return None;
+    }
+    let mut labels: Vec<Label> = pairs.chunks(2).map(|p| Label::new(p[0], p[1])).collect();
+    labels.sort_by(|a, b| a.name.cmp(&b.name));
+    Some(PartStream {
+        labels: Labels::from_sorted(labels),
+        first_row: usize::try_from(row[2].as_u64()?).ok()?,
+        rows: usize::try_from(row[3].as_u64()?).ok()?,
+        min_ts_ns: row[4].as_i64()?,
+        max_ts_ns: row[5].as_i64()?,
+        line_bytes: row.get(6).map_or(Some(0), serde_json::Value::as_u64)?,
+    })
 }
 
 /// Reads byte ranges of one object, counting what it fetched. The Parquet
@@ -218,29 +246,22 @@ impl LogPartMeta {
             ),
         };
         let table_json = get(STREAMS_KEY).unwrap_or("null");
-        let table: Vec<(String, Vec<String>, usize, usize, i64, i64)> =
-            serde_json::from_str(table_json)
-                .map_err(|e| invalid(format!("bad stream table: {e}")))?;
+        let table: Vec<Vec<serde_json::Value>> = serde_json::from_str(table_json)
+            .map_err(|e| invalid(format!("bad stream table: {e}")))?;
         let total_rows = meta.metadata().file_metadata().num_rows().max(0) as usize;
         let mut streams = Vec::with_capacity(table.len());
         let mut next_row = 0;
-        for (_, pairs, first_row, rows, min_ts_ns, max_ts_ns) in table {
-            if pairs.len() % 2 != 0 || first_row != next_row || first_row + rows > total_rows {
-                return Err(invalid("stream table does not match the rows".into()));
-            }
-            next_row = first_row + rows;
-            let mut labels: Vec<Label> = pairs
-                .chunks(2)
-                .map(|p| Label::new(p[0].as_str(), p[1].as_str()))
-                .collect();
-            labels.sort_by(|a, b| a.name.cmp(&b.name));
-            streams.push(PartStream {
-                labels: Labels::from_sorted(labels),
-                first_row,
-                rows,
-                min_ts_ns,
-                max_ts_ns,
-            });
+        for row in table {
+            let stream = parse_stream_row(&row)
+                .filter(|s| {
+                    s.first_row == next_row
+                        && s.first_row
+                            .checked_add(s.rows)
+                            .is_some_and(|e| e <= total_rows)
+                })
+                .ok_or_else(|| invalid("stream table does not match the rows".into()))?;
+            next_row = stream.first_row + stream.rows;
+            streams.push(stream);
         }
         // The decoded footer (row groups x columns, page index) is about
         // the size of its serialised form, which the stream table dominates.

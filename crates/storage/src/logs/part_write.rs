@@ -143,13 +143,15 @@ pub(crate) fn write_part(
             .iter()
             .flat_map(|l| [&*l.name, &*l.value])
             .collect();
+        let line_bytes: u64 = s.entries.iter().map(|e| e.line.len() as u64).sum();
         index.push(serde_json::json!([
             s.key,
             pairs,
             row,
             s.entries.len(),
             first.timestamp_ns,
-            last.timestamp_ns
+            last.timestamp_ns,
+            line_bytes
         ]));
         row += s.entries.len() as u64;
         st.streams += 1;

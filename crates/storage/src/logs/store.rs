@@ -14,7 +14,9 @@ use super::blooms::{NeedleKeys, PartBlooms, metadata_keys, needle_keys};
 use super::head::{LogHead, sort_dedup_entries};
 use super::part_read::{LogPartMeta, RangeReader, Scanned};
 use super::part_write::write_part;
-use super::{BLOOMS_SUFFIX, FrozenLogs, LogAppendLimits, LogAppendResult, LogReadHints};
+use super::{
+    BLOOMS_SUFFIX, FrozenLogs, LogAppendLimits, LogAppendResult, LogChunkStats, LogReadHints,
+};
 use crate::catalog::PartEntry;
 use crate::part::{PartName, Signal};
 use crate::{ScanBudget, Storage, StorageError, now_ms};
@@ -335,6 +337,42 @@ impl Storage {
         }
         out.sort();
         out.dedup();
+        Ok(out)
+    }
+
+    /// Per (part, stream) and per stream in memory matching every matcher
+    /// with entries in `[start_ns, end_ns)`: counts and bytes from the
+    /// stream tables, without reading any line. For `index/stats` and
+    /// `index/volume`.
+    pub async fn log_chunk_stats(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        start_ns: i64,
+        end_ns: i64,
+    ) -> Result<Vec<LogChunkStats>, StorageError> {
+        let mut out = Vec::new();
+        for e in self.log_parts_in(tenant, start_ns, end_ns) {
+            let meta = self.log_part_meta(&e, &mut 0).await?;
+            out.extend(
+                meta.matching(matchers, start_ns, end_ns)
+                    .map(|(_, s)| LogChunkStats {
+                        labels: s.labels.clone(),
+                        min_ts_ns: s.min_ts_ns,
+                        max_ts_ns: s.max_ts_ns,
+                        entries: s.rows as u64,
+                        line_bytes: s.line_bytes,
+                    }),
+            );
+        }
+        let head = self.read_log_heads().get(tenant).map(Arc::clone);
+        if let Some(h) = head {
+            out.extend(
+                h.lock()
+                    .expect("BUG: log head lock poisoned")
+                    .chunk_stats(matchers, start_ns, end_ns),
+            );
+        }
         Ok(out)
     }
 
