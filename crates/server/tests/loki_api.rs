@@ -580,6 +580,55 @@ fn check_index_endpoints(s: &Server, t0: i64, chunks: u64) {
         serde_json::json!([{"label": "app", "cardinality": 2}, {"label": "env", "cardinality": 1}]),
         "{v}"
     );
+    // Fields of the newest lines: logfmt, JSON and structured metadata.
+    let (code, v) = get(
+        s,
+        "team-a",
+        "/loki/api/v1/detected_fields",
+        &with(&range, r#"{env="prod"}"#, &[]),
+    );
+    assert_eq!(code, 200, "{v}");
+    let field = |name: &str| {
+        v["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["label"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no field {name}: {v}"))
+    };
+    assert_eq!(
+        field("status"),
+        serde_json::json!({"label": "status", "type": "int", "cardinality": 2, "parsers": ["logfmt"]})
+    );
+    assert_eq!(
+        field("level")["parsers"],
+        serde_json::json!(["json", "logfmt"]),
+        "{v}"
+    );
+    assert_eq!(field("level")["cardinality"], 3, "{v}");
+    assert_eq!(field("ms")["type"], "int", "{v}");
+    assert_eq!(field("duration")["type"], "duration", "{v}");
+    assert_eq!(field("user_id")["parsers"], serde_json::Value::Null, "{v}");
+    let (code, v) = get(
+        s,
+        "team-a",
+        "/loki/api/v1/detected_field/level/values",
+        &with(&range, r#"{env="prod"}"#, &[]),
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        v["values"],
+        serde_json::json!(["error", "info", "warn"]),
+        "{v}"
+    );
+    let (code, _) = get(
+        s,
+        "team-a",
+        "/loki/api/v1/detected_fields",
+        &with(&range, r#"{env="prod""#, &[]),
+    );
+    assert_eq!(code, 400);
     // Another tenant sees nothing.
     let (_, v) = get(
         s,

@@ -2,6 +2,7 @@
 //! run per line over (line, [`LabelSet`]) to keep or drop it and extract
 //! labels. One module per stage kind; the formatters are here.
 
+pub mod detect;
 pub(crate) mod ip;
 pub(crate) mod json;
 pub(crate) mod label_filter;

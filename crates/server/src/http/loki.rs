@@ -341,7 +341,7 @@ fn stats_json(s: &ReadStats, returned: usize) -> Value {
     })
 }
 
-fn error_response(e: LogQlError) -> Response {
+pub(super) fn error_response(e: LogQlError) -> Response {
     match e {
         LogQlError::Timeout(d) => text_error(
             StatusCode::GATEWAY_TIMEOUT,

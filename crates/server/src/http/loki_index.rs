@@ -1,7 +1,9 @@
 //! Loki's index endpoints: `index/stats`, `index/volume`,
-//! `index/volume_range` and `detected_labels`. They answer from the stream
-//! tables of parts and from the head without reading a line: a part's
-//! stream that overlaps the range counts whole, as Loki counts chunks.
+//! `index/volume_range` and `detected_labels` answer from the stream
+//! tables of parts and from the head without reading a line (a part's
+//! stream that overlaps the range counts whole, as Loki counts chunks);
+//! `detected_fields` and `detected_field/{name}/values` sample the newest
+//! lines of a log query.
 // Handlers return ready responses as errors, as in `loki.rs`.
 #![allow(clippy::result_large_err)]
 
@@ -9,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use miru_model::{Labels, Matcher};
@@ -17,10 +19,14 @@ use miru_storage::logs::LogChunkStats;
 use serde_json::{Value, json};
 
 use super::loki::{
-    LokiRequest, bad, loki_request, query_param, range_params, seconds, selector, step_param,
+    LokiRequest, bad, error_response, loki_request, query_param, range_params, seconds, selector,
+    step_param,
 };
 use super::text_error;
 use crate::app::App;
+use crate::logql::LogQlKind;
+use miru_logql::pipeline::detect::{field_type, parsed_fields};
+use miru_logql::{Direction, LogQuery, Value as LogValue};
 
 /// Volume series returned when `limit` is not given (Loki's default).
 const DEFAULT_VOLUME_LIMIT: usize = 100;
@@ -248,6 +254,127 @@ pub(super) async fn detected_labels(
             .map(|(name, v)| json!({"label": name, "cardinality": v.len()}))
             .collect();
         Ok(axum::Json(json!({"detectedLabels": detected})).into_response())
+    })
+    .await
+}
+
+/// Lines sampled for field detection when `line_limit` is not given.
+const DEFAULT_LINE_LIMIT: usize = 1000;
+
+/// One detected field: its type (of the first value seen), parsers and
+/// distinct values.
+#[derive(Default)]
+struct Field {
+    kind: &'static str,
+    parsers: BTreeSet<&'static str>,
+    metadata: bool,
+    values: BTreeSet<String>,
+}
+
+/// Runs the log query of `query` over the newest `line_limit` lines and
+/// collects the fields of structured metadata and of the line's parser.
+async fn detect(app: &App, req: &LokiRequest) -> Result<BTreeMap<String, Field>, Response> {
+    let (start, end) = range_params(&req.params)?;
+    let query = query_param(&req.params)?;
+    let line_limit = match req.params.get("line_limit") {
+        None => DEFAULT_LINE_LIMIT,
+        Some(s) => s.parse::<usize>().map_err(|_| {
+            bad(format!(
+                "invalid parameter \"line_limit\": cannot parse {s:?}"
+            ))
+        })?,
+    };
+    let kind = LogQlKind::Logs(LogQuery {
+        start_ns: start,
+        end_ns: end.saturating_add(1),
+        limit: line_limit,
+        direction: Direction::Backward,
+    });
+    let (value, _) = app
+        .logql
+        .run(&app.query, &app.storage, &req.tenant, &query, kind)
+        .await
+        .map_err(error_response)?;
+    let LogValue::Streams(streams) = value else {
+        return Err(bad(format!("{query:?} is not a log query")));
+    };
+    let mut fields: BTreeMap<String, Field> = BTreeMap::new();
+    let mut add = |name: &str, value: &str, parser: Option<&'static str>| {
+        let f = fields.entry(name.to_string()).or_default();
+        if f.kind.is_empty() {
+            f.kind = field_type(value);
+        }
+        match parser {
+            Some(p) => {
+                f.parsers.insert(p);
+            }
+            None => f.metadata = true,
+        }
+        f.values.insert(value.to_string());
+    };
+    for line in streams.iter().flat_map(|s| &s.entries) {
+        for l in line.structured_metadata.iter() {
+            add(&l.name, &l.value, None);
+        }
+        let (parser, parsed) = parsed_fields(&line.line);
+        for (name, value) in &parsed {
+            add(name, value, Some(parser));
+        }
+    }
+    Ok(fields)
+}
+
+/// `GET /loki/api/v1/detected_fields`: fields of the newest lines of a log
+/// query, with type, cardinality and the parsers that found them
+/// (`parsers: null` for structured metadata), at most `limit`.
+pub(super) async fn detected_fields(
+    State(app): State<Arc<App>>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Response {
+    handle(app, method, headers, q, body, async |app, req| {
+        let limit = match req.params.get("limit") {
+            None => DEFAULT_LINE_LIMIT,
+            Some(s) => s
+                .parse::<usize>()
+                .map_err(|_| bad(format!("invalid parameter \"limit\": cannot parse {s:?}")))?,
+        };
+        let fields = detect(app, req).await?;
+        let out: Vec<Value> = fields
+            .iter()
+            .take(limit)
+            .map(|(name, f)| {
+                let parsers: Value = if f.parsers.is_empty() {
+                    Value::Null
+                } else {
+                    json!(f.parsers)
+                };
+                json!({"label": name, "type": f.kind, "cardinality": f.values.len(), "parsers": parsers})
+            })
+            .collect();
+        Ok(axum::Json(json!({"fields": out, "limit": limit})).into_response())
+    })
+    .await
+}
+
+/// `GET /loki/api/v1/detected_field/{name}/values`.
+pub(super) async fn detected_field_values(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Response {
+    handle(app, method, headers, q, body, async |app, req| {
+        let fields = detect(app, req).await?;
+        let values: Vec<&String> = fields
+            .get(&name)
+            .map(|f| f.values.iter().collect())
+            .unwrap_or_default();
+        Ok(axum::Json(json!({"values": values})).into_response())
     })
     .await
 }

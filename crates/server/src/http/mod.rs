@@ -86,6 +86,14 @@ pub fn router(app: Arc<App>) -> Router {
             "/loki/api/v1/detected_labels",
             get(loki_index::detected_labels).post(loki_index::detected_labels),
         )
+        .route(
+            "/loki/api/v1/detected_fields",
+            get(loki_index::detected_fields).post(loki_index::detected_fields),
+        )
+        .route(
+            "/loki/api/v1/detected_field/{name}/values",
+            get(loki_index::detected_field_values).post(loki_index::detected_field_values),
+        )
         .route("/miru/api/v1/raw", get(prom::raw).post(prom::raw))
         .route("/ingester/flush", get(status::flush).post(status::flush))
         .route("/miru/api/v1/admin/compact", post(status::compact))
