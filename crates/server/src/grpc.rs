@@ -1,8 +1,15 @@
-//! OTLP over gRPC: the `MetricsService/Export` method on its own port.
+//! OTLP over gRPC on its own port: `MetricsService/Export` and
+//! `LogsService/Export`, the tenant from the `x-scope-orgid` metadata.
 
 use std::sync::Arc;
 
 use miru_model::TenantId;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
@@ -14,10 +21,14 @@ use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
 use crate::app::App;
-use crate::pipeline::{OtlpOutcome, ingest_otlp_metrics};
+use crate::pipeline::{OtlpOutcome, ingest_otlp_logs, ingest_otlp_metrics};
 use crate::tenant::{ORG_ID_HEADER, TenantError, write_tenant};
 
 struct Metrics {
+    app: Arc<App>,
+}
+
+struct Logs {
     app: Arc<App>,
 }
 
@@ -29,6 +40,16 @@ fn tenant(app: &App, md: &tonic::metadata::MetadataMap) -> Result<TenantId, Stat
     })
 }
 
+/// The gRPC answer to an outcome: RESOURCE_EXHAUSTED for a limit (the
+/// client retries later), UNAVAILABLE when storage failed.
+fn respond<R>(out: OtlpOutcome<R>) -> Result<Response<R>, Status> {
+    match out {
+        OtlpOutcome::Done(resp) => Ok(Response::new(resp)),
+        OtlpOutcome::Limited(msg) => Err(Status::resource_exhausted(msg)),
+        OtlpOutcome::Unavailable(msg) => Err(Status::unavailable(msg)),
+    }
+}
+
 #[tonic::async_trait]
 impl MetricsService for Metrics {
     async fn export(
@@ -36,11 +57,18 @@ impl MetricsService for Metrics {
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         let tenant = tenant(&self.app, request.metadata())?;
-        match ingest_otlp_metrics(&self.app, &tenant, "otlp_grpc", request.get_ref()).await {
-            OtlpOutcome::Done(resp) => Ok(Response::new(resp)),
-            OtlpOutcome::Limited(msg) => Err(Status::resource_exhausted(msg)),
-            OtlpOutcome::Unavailable(msg) => Err(Status::unavailable(msg)),
-        }
+        respond(ingest_otlp_metrics(&self.app, &tenant, "otlp_grpc", request.get_ref()).await)
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Logs {
+    async fn export(
+        &self,
+        request: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        let tenant = tenant(&self.app, request.metadata())?;
+        respond(ingest_otlp_logs(&self.app, &tenant, request.get_ref()).await)
     }
 }
 
@@ -50,13 +78,20 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let max = app.cfg.limits.max_request_body_bytes;
-    let svc = MetricsServiceServer::new(Metrics { app })
+    let metrics = MetricsServiceServer::new(Metrics {
+        app: Arc::clone(&app),
+    })
+    .accept_compressed(CompressionEncoding::Gzip)
+    .send_compressed(CompressionEncoding::Gzip)
+    .max_decoding_message_size(max);
+    let logs = LogsServiceServer::new(Logs { app })
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(max);
     let incoming = tokio_stream_from(listener);
     let r = tonic::transport::Server::builder()
-        .add_service(svc)
+        .add_service(metrics)
+        .add_service(logs)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.wait_for(|s| *s).await;
         })

@@ -1,11 +1,16 @@
-//! The one ingestion path every metrics protocol goes through after
-//! decoding: rate limit, validation, append (WAL + head), accounting.
+//! The ingestion paths every protocol goes through after decoding, one for
+//! metrics (`ingest`) and one for logs (`ingest_logs`): rate limit,
+//! validation, append (WAL + head), accounting. OTLP requests of either
+//! signal are translated first and answered with partial success.
 
 use std::time::Duration;
 
-use miru_ingest::otlp::translate_metrics;
+use miru_ingest::otlp::{translate_logs, translate_metrics};
 use miru_ingest::validate::validate_batch;
 use miru_model::{TenantId, WriteBatch};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
@@ -72,7 +77,7 @@ pub async fn ingest(
             rejected: samples + exemplars,
         };
     }
-    let rej = validate_batch(&mut batch, &limits, miru_storage_now_ms());
+    let rej = validate_batch(&mut batch, &limits, now_ms());
     for (reason, n) in &rej.counts {
         m.discard(tenant, reason.as_str(), *n);
     }
@@ -134,18 +139,19 @@ pub async fn ingest(
     }
 }
 
-fn miru_storage_now_ms() -> i64 {
+fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
 
-/// What an OTLP metrics export ends as, for either transport to render.
+/// What an OTLP export ends as, for either transport to render. `R` is the
+/// signal's export response.
 #[derive(Debug)]
-pub enum OtlpOutcome {
+pub enum OtlpOutcome<R> {
     /// Stored; the response carries partial success when anything was dropped.
-    Done(ExportMetricsServiceResponse),
+    Done(R),
     /// A per-tenant limit refused data (HTTP 429, gRPC RESOURCE_EXHAUSTED).
     Limited(String),
     /// Storage failed (HTTP 503, gRPC UNAVAILABLE); the client retries.
@@ -160,7 +166,7 @@ pub async fn ingest_otlp_metrics(
     tenant: &TenantId,
     protocol: &'static str,
     req: &ExportMetricsServiceRequest,
-) -> OtlpOutcome {
+) -> OtlpOutcome<ExportMetricsServiceResponse> {
     let tr = translate_metrics(req, &app.otlp);
     if tr.rejected_points > 0 {
         app.metrics
@@ -229,7 +235,7 @@ pub async fn ingest_logs(
         };
     }
     let limits = app.limits.for_tenant(tenant);
-    let now_ns = miru_storage_now_ms().saturating_mul(1_000_000);
+    let now_ns = now_ms().saturating_mul(1_000_000);
     let v = miru_ingest::loki::validate_streams(&mut streams, &limits, now_ns);
     let append_limits = miru_storage::logs::LogAppendLimits {
         max_streams: limits.max_global_streams_per_user,
@@ -267,5 +273,33 @@ pub async fn ingest_logs(
                 rejected: v.dropped() + head_rejected,
             }
         }
+    }
+}
+
+/// OTLP logs after decoding, shared by OTLP/HTTP and OTLP/gRPC: translate
+/// to streams as Loki does, ingest, and report the entries that validation
+/// or the head refused (with the first reason) as partial success.
+pub async fn ingest_otlp_logs(
+    app: &App,
+    tenant: &TenantId,
+    req: &ExportLogsServiceRequest,
+) -> OtlpOutcome<ExportLogsServiceResponse> {
+    let streams = translate_logs(req, now_ms().saturating_mul(1_000_000));
+    let out = ingest_logs(app, tenant, streams).await;
+    match out.status {
+        IngestStatus::Ok | IngestStatus::BadData => {
+            let message = out.message.unwrap_or_default();
+            let rejected = i64::try_from(out.rejected).unwrap_or(i64::MAX);
+            OtlpOutcome::Done(ExportLogsServiceResponse {
+                partial_success: (rejected > 0 || !message.is_empty()).then_some(
+                    ExportLogsPartialSuccess {
+                        rejected_log_records: rejected,
+                        error_message: message,
+                    },
+                ),
+            })
+        }
+        IngestStatus::Limited => OtlpOutcome::Limited(out.message.unwrap_or_default()),
+        IngestStatus::Unavailable => OtlpOutcome::Unavailable(out.message.unwrap_or_default()),
     }
 }

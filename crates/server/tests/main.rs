@@ -1,6 +1,6 @@
 //! Black-box tests: the real `miru` binary on 127.0.0.1, driven over HTTP
 //! and gRPC by Rust clients and by the real agents (Prometheus, the
-//! OpenTelemetry SDK) where they are installed.
+//! OpenTelemetry SDK, python-logging-loki) where they are installed.
 
 #![allow(unreachable_pub)] // test modules share helpers through `pub`
 
@@ -12,7 +12,9 @@ mod cli;
 mod durability;
 mod limits;
 mod loadgen;
+mod logging_loki;
 mod loki_api;
+mod otel_logs;
 mod otel_sdk;
 mod promql_api;
 mod promql_differential;

@@ -171,6 +171,9 @@ fn write_json(v: Option<&Value>, out: &mut String) {
     }
 }
 
+/// A JSON string as Go's `json.Marshal` writes it (what the collector's
+/// `AsString` uses): HTML-safe, so `<`, `>`, `&` and the JavaScript line
+/// separators are escaped too.
 fn write_json_string(s: &str, out: &mut String) {
     out.push('"');
     for c in s.chars() {
@@ -180,7 +183,9 @@ fn write_json_string(s: &str, out: &mut String) {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 || matches!(c, '<' | '>' | '&' | '\u{2028}' | '\u{2029}') => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
@@ -189,7 +194,7 @@ fn write_json_string(s: &str, out: &mut String) {
     out.push('"');
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
         let _ = write!(s, "{b:02x}");
@@ -266,6 +271,12 @@ mod tests {
             ],
         });
         assert_eq!(str_of(map), r#"{"a":2.5,"z":false}"#);
+        let escaped = Value::ArrayValue(ArrayValue {
+            values: vec![AnyValue {
+                value: Some(s("<a&b>\u{8}\u{1}\u{2028}")),
+            }],
+        });
+        assert_eq!(str_of(escaped), r#"["\u003ca\u0026b\u003e\b\u0001\u2028"]"#);
         assert_eq!(value_string(None), "");
     }
 

@@ -1,7 +1,9 @@
 //! OTLP/HTTP and OTLP/gRPC request bodies (already decompressed) to
-//! `ExportMetricsServiceRequest`, in binary protobuf or OTLP/JSON.
+//! `ExportMetricsServiceRequest` or `ExportLogsServiceRequest`, in binary
+//! protobuf or OTLP/JSON.
 
 use miru_model::ErrorKind;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message;
 
@@ -15,13 +17,19 @@ pub enum OtlpEncoding {
     Json,
 }
 
-/// Why an OTLP metrics body could not be decoded. All are the sender's fault.
+/// Why an OTLP body could not be decoded. All are the sender's fault.
+/// `signal` is `metrics` or `logs`.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    #[error("invalid otlp protobuf metrics request: {0}")]
-    Protobuf(#[source] prost::DecodeError),
-    #[error("invalid otlp json metrics request at line {line}, column {column}: {message}")]
+    #[error("invalid otlp protobuf {signal} request: {source}")]
+    Protobuf {
+        signal: &'static str,
+        #[source]
+        source: prost::DecodeError,
+    },
+    #[error("invalid otlp json {signal} request at line {line}, column {column}: {message}")]
     Json {
+        signal: &'static str,
         line: usize,
         column: usize,
         message: String,
@@ -36,7 +44,7 @@ pub enum DecodeError {
 impl DecodeError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            DecodeError::Protobuf(_) | DecodeError::Json { .. } => ErrorKind::BadData,
+            DecodeError::Protobuf { .. } | DecodeError::Json { .. } => ErrorKind::BadData,
             DecodeError::JsonMetricData { .. } => ErrorKind::BadData,
         }
     }
@@ -49,11 +57,14 @@ pub fn decode_metrics_request(
 ) -> Result<ExportMetricsServiceRequest, DecodeError> {
     match encoding {
         OtlpEncoding::Protobuf => {
-            ExportMetricsServiceRequest::decode(body).map_err(DecodeError::Protobuf)
+            ExportMetricsServiceRequest::decode(body).map_err(|source| DecodeError::Protobuf {
+                signal: METRICS,
+                source,
+            })
         }
         OtlpEncoding::Json => {
             let req: ExportMetricsServiceRequest =
-                serde_json::from_slice(body).map_err(json_error)?;
+                serde_json::from_slice(body).map_err(|e| json_error(METRICS, e))?;
             let no_data = req
                 .resource_metrics
                 .iter()
@@ -68,13 +79,33 @@ pub fn decode_metrics_request(
     }
 }
 
-fn json_error(e: serde_json::Error) -> DecodeError {
+/// Decodes an OTLP logs export request.
+pub fn decode_logs_request(
+    body: &[u8],
+    encoding: OtlpEncoding,
+) -> Result<ExportLogsServiceRequest, DecodeError> {
+    match encoding {
+        OtlpEncoding::Protobuf => {
+            ExportLogsServiceRequest::decode(body).map_err(|source| DecodeError::Protobuf {
+                signal: LOGS,
+                source,
+            })
+        }
+        OtlpEncoding::Json => serde_json::from_slice(body).map_err(|e| json_error(LOGS, e)),
+    }
+}
+
+const METRICS: &str = "metrics";
+const LOGS: &str = "logs";
+
+fn json_error(signal: &'static str, e: serde_json::Error) -> DecodeError {
     let (line, column) = (e.line(), e.column());
     // serde_json appends the position to its message; it is in our fields.
     let full = e.to_string();
     let position = format!(" at line {line} column {column}");
     let message = full.strip_suffix(&position).unwrap_or(&full).to_string();
     DecodeError::Json {
+        signal,
         line,
         column,
         message,
@@ -121,7 +152,7 @@ fn check_metric_data(body: &[u8], req: &ExportMetricsServiceRequest) -> Result<(
             })
     }
 
-    let raw: RawRequest = serde_json::from_slice(body).map_err(json_error)?;
+    let raw: RawRequest = serde_json::from_slice(body).map_err(|e| json_error(METRICS, e))?;
     for (i, (rm, raw_rm)) in req
         .resource_metrics
         .iter()
@@ -377,6 +408,79 @@ mod tests {
     }
 
     #[test]
+    fn decodes_otlp_json_logs() {
+        // The logs example of opentelemetry-proto (`examples/logs.json`),
+        // trimmed, with the 64-bit integers once as numbers.
+        let body = br#"{
+          "resourceLogs": [{
+            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "my.service"}}]},
+            "scopeLogs": [{
+              "scope": {"name": "my.library", "version": "1.0.0"},
+              "logRecords": [{
+                "timeUnixNano": "1544712660300000000",
+                "observedTimeUnixNano": 1544712660300000001,
+                "severityNumber": 10,
+                "severityText": "Information",
+                "traceId": "5B8EFFF798038103D269B633813FC60C",
+                "spanId": "EEE19B7EC3C1B174",
+                "body": {"stringValue": "Example log record"},
+                "attributes": [
+                  {"key": "int.attribute", "value": {"intValue": "10"}},
+                  {"key": "map.attribute", "value": {"kvlistValue": {"values": [
+                    {"key": "some.map.key", "value": {"stringValue": "some value"}}]}}}
+                ]
+              }]
+            }]
+          }]
+        }"#;
+        let req = decode_logs_request(body, OtlpEncoding::Json).unwrap();
+        let r = &req.resource_logs[0].scope_logs[0].log_records[0];
+        assert_eq!(r.time_unix_nano, 1_544_712_660_300_000_000);
+        assert_eq!(r.observed_time_unix_nano, 1_544_712_660_300_000_001);
+        assert_eq!(r.severity_number, 10);
+        assert_eq!(r.trace_id[..2], [0x5b, 0x8e]);
+        assert_eq!(r.span_id.len(), 8);
+        assert_eq!(
+            r.body.as_ref().unwrap().value,
+            Some(Value::StringValue("Example log record".into()))
+        );
+        assert_eq!(
+            r.attributes[0].value.as_ref().unwrap().value,
+            Some(Value::IntValue(10))
+        );
+        assert!(matches!(
+            r.attributes[1].value.as_ref().unwrap().value,
+            Some(Value::KvlistValue(_))
+        ));
+
+        let err = decode_logs_request(
+            br#"{"resourceLogs": [{"scopeLogs": 1}]}"#,
+            OtlpEncoding::Json,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid otlp json logs request at line 1, column"),
+            "{err}"
+        );
+        // A value the AnyValue reader refuses is an error, not an empty body.
+        for bad in [
+            r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"intValue":"x"}}]}]}]}"#,
+            r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"traceId":"zz"}]}]}]}"#,
+        ] {
+            let err = decode_logs_request(bad.as_bytes(), OtlpEncoding::Json);
+            assert!(err.is_err(), "{bad}: {err:?}");
+        }
+        let err = decode_logs_request(b"\xff\xff", OtlpEncoding::Protobuf).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid otlp protobuf logs request: "),
+            "{err}"
+        );
+        assert_eq!(err.kind(), ErrorKind::BadData);
+    }
+
+    #[test]
     fn protobuf_round_trip_and_errors() {
         let req = ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {
@@ -403,7 +507,7 @@ mod tests {
 
         let err =
             decode_metrics_request(&body[..body.len() - 3], OtlpEncoding::Protobuf).unwrap_err();
-        assert!(matches!(err, DecodeError::Protobuf(_)));
+        assert!(matches!(err, DecodeError::Protobuf { .. }));
         assert!(
             err.to_string()
                 .starts_with("invalid otlp protobuf metrics request: "),

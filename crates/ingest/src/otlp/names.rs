@@ -80,10 +80,9 @@ pub(super) fn metadata_unit(unit: &str) -> String {
     trimmed.strip_suffix('_').unwrap_or(trimmed).to_string()
 }
 
-/// Builds a label name from an attribute key. In legacy mode every character
-/// outside `[a-zA-Z0-9_]` becomes `_`, a leading digit gets `key_` before it
-/// and a single leading underscore gets `key` (names starting with `__` are
-/// reserved and kept).
+/// Builds a label name from an attribute key. In legacy mode the key is
+/// [`normalize_label`]d; a key that is empty or becomes only underscores is
+/// refused (names starting with `__` are reserved and kept).
 pub(super) fn label_name(key: &str, allow_utf8: bool) -> Result<Cow<'_, str>, NameError> {
     if key.is_empty() {
         return Err(NameError::Empty);
@@ -98,11 +97,27 @@ pub(super) fn label_name(key: &str, allow_utf8: bool) -> Result<Cow<'_, str>, Na
         }
         return Ok(Cow::Borrowed(key));
     }
+    let out = normalize_label(key);
+    if underscores_only(&out) {
+        return Err(NameError::Invalid {
+            original: key.to_string(),
+            normalized: out.into_owned(),
+        });
+    }
+    Ok(out)
+}
+
+/// An attribute key as a legacy label name, never failing: every character
+/// outside `[a-zA-Z0-9_]` becomes `_`, a leading digit gets `key_` before it
+/// and a single leading underscore gets `key`. The empty key stays empty.
+pub(super) fn normalize_label(key: &str) -> Cow<'_, str> {
+    let Some(&first) = key.as_bytes().first() else {
+        return Cow::Borrowed(key);
+    };
     let already_valid = key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    let starts_with_digit = key.as_bytes()[0].is_ascii_digit();
     let single_underscore = key.starts_with('_') && !key.starts_with("__");
-    if already_valid && !starts_with_digit && !single_underscore && !underscores_only(key) {
-        return Ok(Cow::Borrowed(key));
+    if already_valid && !first.is_ascii_digit() && !single_underscore {
+        return Cow::Borrowed(key);
     }
     let mut out: String = key
         .chars()
@@ -119,13 +134,7 @@ pub(super) fn label_name(key: &str, allow_utf8: bool) -> Result<Cow<'_, str>, Na
     } else if out.starts_with('_') && !out.starts_with("__") {
         out.insert_str(0, "key");
     }
-    if underscores_only(&out) {
-        return Err(NameError::Invalid {
-            original: key.to_string(),
-            normalized: out,
-        });
-    }
-    Ok(Cow::Owned(out))
+    Cow::Owned(out)
 }
 
 fn is_metric_char(c: char) -> bool {
@@ -475,5 +484,8 @@ mod tests {
         assert!(label_name("..", false).is_err());
         assert_eq!(label_name("http.method", true).unwrap(), "http.method");
         assert!(label_name("___", true).is_err());
+        assert_eq!(normalize_label("__"), "__");
+        assert_eq!(normalize_label(".x"), "key_x");
+        assert_eq!(normalize_label(""), "");
     }
 }

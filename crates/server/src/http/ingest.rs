@@ -1,6 +1,7 @@
-//! Write endpoints: Prometheus remote write 1.0/2.0 and OTLP metrics over
-//! HTTP. Each decodes, then hands the batch to the shared pipeline, then
-//! answers in the style its senders expect.
+//! Remote write 1.0/2.0, and the request helpers every write endpoint
+//! shares (tenant, bounded body, body error statuses). Each endpoint
+//! decodes, then hands the batch to the shared pipeline, then answers in the
+//! style its senders expect; OTLP is in `otlp`, Loki push in `loki`.
 
 use std::sync::Arc;
 
@@ -8,29 +9,26 @@ use axum::body::{Body, to_bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use miru_ingest::body::{BodyError, decode_content_encoding};
-use miru_ingest::otlp::{OtlpEncoding, decode_metrics_request};
+use miru_ingest::body::BodyError;
 use miru_ingest::remote_write::{
     RemoteWriteError, RemoteWriteVersion, check_encoding, decode_v1, decode_v2, negotiate,
 };
 use miru_model::TenantId;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
-use prost::Message;
 
 use super::text_error;
 use crate::app::App;
-use crate::pipeline::{IngestStatus, OtlpOutcome, ingest, ingest_otlp_metrics};
+use crate::pipeline::{IngestStatus, ingest};
 use crate::tenant::{ORG_ID_HEADER, TenantError, write_tenant};
 
-fn header_str(h: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
+pub(super) fn header_str(h: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn tenant_of(app: &App, headers: &HeaderMap) -> Result<TenantId, TenantError> {
+pub(super) fn tenant_of(app: &App, headers: &HeaderMap) -> Result<TenantId, TenantError> {
     write_tenant(&app.cfg.tenancy, header_str(headers, ORG_ID_HEADER))
 }
 
-fn tenant_status(e: &TenantError) -> StatusCode {
+pub(super) fn tenant_status(e: &TenantError) -> StatusCode {
     match e {
         TenantError::Missing => StatusCode::UNAUTHORIZED,
         _ => StatusCode::BAD_REQUEST,
@@ -62,7 +60,7 @@ pub(super) async fn read_body(
     })
 }
 
-fn body_error_status(e: &BodyError) -> StatusCode {
+pub(super) fn body_error_status(e: &BodyError) -> StatusCode {
     match e {
         BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         BodyError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -171,127 +169,4 @@ fn with_written(mut r: Response, v: RemoteWriteVersion, w: Written) -> Response 
         );
     }
     r
-}
-
-/// `POST /otlp/v1/metrics` (Mimir), `/v1/metrics` (OTLP default), `/api/v1/otlp/v1/metrics` (Prometheus).
-pub(super) async fn otlp_metrics(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let ct = header_str(&headers, header::CONTENT_TYPE).unwrap_or("");
-    let media = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let encoding = match media.as_str() {
-        "application/x-protobuf" | "application/protobuf" => OtlpEncoding::Protobuf,
-        "application/json" => OtlpEncoding::Json,
-        _ => {
-            return otlp_status(
-                OtlpEncoding::Protobuf,
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!(
-                    "unsupported content type {ct:?}: expected application/x-protobuf or application/json"
-                ),
-            );
-        }
-    };
-    let tenant = match tenant_of(&app, &headers) {
-        Ok(t) => t,
-        Err(e) => return otlp_status(encoding, tenant_status(&e), e.to_string()),
-    };
-    let limit = app.limits.for_tenant(&tenant).max_request_body_bytes;
-    let raw = match read_body(body, limit).await {
-        Ok(b) => b,
-        Err((s, m)) => return otlp_status(encoding, s, m),
-    };
-    let plain = match decode_content_encoding(
-        &raw,
-        header_str(&headers, header::CONTENT_ENCODING),
-        limit,
-    ) {
-        Ok(b) => b,
-        Err(e) => return otlp_status(encoding, body_error_status(&e), e.to_string()),
-    };
-    let req = match decode_metrics_request(&plain, encoding) {
-        Ok(r) => r,
-        Err(e) => return otlp_status(encoding, StatusCode::BAD_REQUEST, e.to_string()),
-    };
-    match ingest_otlp_metrics(&app, &tenant, "otlp_http", &req).await {
-        OtlpOutcome::Done(resp) => otlp_ok(encoding, &resp),
-        OtlpOutcome::Limited(msg) => {
-            let mut r = otlp_status(encoding, StatusCode::TOO_MANY_REQUESTS, msg);
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            r
-        }
-        OtlpOutcome::Unavailable(msg) => {
-            otlp_status(encoding, StatusCode::SERVICE_UNAVAILABLE, msg)
-        }
-    }
-}
-
-fn otlp_ok(encoding: OtlpEncoding, resp: &ExportMetricsServiceResponse) -> Response {
-    match encoding {
-        OtlpEncoding::Protobuf => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/x-protobuf")],
-            resp.encode_to_vec(),
-        )
-            .into_response(),
-        OtlpEncoding::Json => {
-            let body = match &resp.partial_success {
-                None => serde_json::json!({}),
-                Some(p) => serde_json::json!({
-                    "partialSuccess": {
-                        "rejectedDataPoints": p.rejected_data_points.to_string(),
-                        "errorMessage": p.error_message,
-                    }
-                }),
-            };
-            (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json")],
-                body.to_string(),
-            )
-                .into_response()
-        }
-    }
-}
-
-/// `google.rpc.Status`, the OTLP/HTTP error body.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-}
-
-fn otlp_status(encoding: OtlpEncoding, status: StatusCode, message: String) -> Response {
-    // gRPC codes matching the HTTP status, as the OTLP spec pairs them.
-    let code = match status.as_u16() {
-        400 | 413 | 415 => 3,
-        401 => 16,
-        429 => 8,
-        503 => 14,
-        _ => 13,
-    };
-    match encoding {
-        OtlpEncoding::Protobuf => (
-            status,
-            [(header::CONTENT_TYPE, "application/x-protobuf")],
-            RpcStatus { code, message }.encode_to_vec(),
-        )
-            .into_response(),
-        OtlpEncoding::Json => (
-            status,
-            [(header::CONTENT_TYPE, "application/json")],
-            serde_json::json!({"code": code, "message": message}).to_string(),
-        )
-            .into_response(),
-    }
 }

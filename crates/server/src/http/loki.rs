@@ -17,38 +17,28 @@ use miru_logql::{Direction, LogQuery, QueryError, Value as LogValue};
 use miru_model::{ErrorKind, Labels, Matcher, TenantId};
 use serde_json::{Value, json};
 
+use super::ingest::{header_str, read_body, tenant_of, tenant_status};
 use super::params::Params;
 use super::prom::{format_value as sample_value, labels_json};
 use super::text_error;
 use crate::app::App;
 use crate::logql::{LogQlError, LogQlKind, ReadStats};
 use crate::pipeline::{IngestStatus, ingest_logs};
-use crate::tenant::{ORG_ID_HEADER, TenantError, read_tenants, write_tenant};
+use crate::tenant::{ORG_ID_HEADER, read_tenants};
 
 const MAX_FORM_BYTES: usize = 1 << 20;
 /// Loki's default `limit` of log queries.
 const DEFAULT_LIMIT: usize = 100;
 const NS_PER_S: i64 = 1_000_000_000;
 
-fn header_str(h: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
-    h.get(name).and_then(|v| v.to_str().ok())
-}
-
-fn tenant_status(e: &TenantError) -> StatusCode {
-    match e {
-        TenantError::Missing => StatusCode::UNAUTHORIZED,
-        _ => StatusCode::BAD_REQUEST,
-    }
-}
-
 /// `POST /loki/api/v1/push`: 204 once every accepted entry is in the WAL.
 pub(super) async fn push(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    let tenant = match write_tenant(&app.cfg.tenancy, header_str(&headers, ORG_ID_HEADER)) {
+    let tenant = match tenant_of(&app, &headers) {
         Ok(t) => t,
         Err(e) => return text_error(tenant_status(&e), e.to_string()),
     };
     let limit = app.limits.for_tenant(&tenant).max_request_body_bytes;
-    let raw = match super::ingest::read_body(body, limit).await {
+    let raw = match read_body(body, limit).await {
         Ok(b) => b,
         Err((status, msg)) => return text_error(status, msg),
     };

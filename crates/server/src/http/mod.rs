@@ -1,13 +1,14 @@
 //! The HTTP shell: one router for every API, a request-id and logging
 //! middleware, and the mapping from outcomes to status codes. Routes are
-//! grouped by API family: `ingest` (writes), `prom` (Prometheus reads),
-//! `loki` (Loki push and reads), `loki_index` (index stats, volumes,
-//! detected labels),
+//! grouped by API family: `ingest` (remote write), `otlp` (OTLP metrics and
+//! logs), `prom` (Prometheus reads), `loki` (Loki push and reads),
+//! `loki_index` (index stats, volumes, detected labels and fields),
 //! `status` (health, readiness, self-metrics).
 
 mod ingest;
 mod loki;
 mod loki_index;
+mod otlp;
 pub mod params;
 mod prom;
 mod query;
@@ -55,9 +56,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/push", post(ingest::remote_write))
         .route("/api/v1/write", post(ingest::remote_write))
         .route("/api/prom/push", post(ingest::remote_write))
-        .route("/otlp/v1/metrics", post(ingest::otlp_metrics))
-        .route("/v1/metrics", post(ingest::otlp_metrics))
-        .route("/api/v1/otlp/v1/metrics", post(ingest::otlp_metrics))
+        .route("/otlp/v1/metrics", post(otlp::metrics))
+        .route("/v1/metrics", post(otlp::metrics))
+        .route("/api/v1/otlp/v1/metrics", post(otlp::metrics))
+        .route("/otlp/v1/logs", post(otlp::logs))
+        .route("/v1/logs", post(otlp::logs))
         .route("/loki/api/v1/push", post(loki::push))
         .route("/loki/api/v1/query", get(loki::query).post(loki::query))
         .route(

@@ -20,7 +20,7 @@ pub(super) async fn health() -> &'static str {
 }
 
 pub(super) async fn index() -> &'static str {
-    "miru: Prometheus remote write at /api/v1/push, OTLP metrics at /otlp/v1/metrics, Prometheus API at /api/v1/ and /prometheus/api/v1/, self-metrics at /metrics\n"
+    "miru: Prometheus remote write at /api/v1/push, OTLP metrics and logs at /otlp/v1/metrics and /otlp/v1/logs, Loki push at /loki/api/v1/push, Prometheus API at /api/v1/ and /prometheus/api/v1/, Loki API at /loki/api/v1/, self-metrics at /metrics\n"
 }
 
 pub(super) async fn not_found() -> Response {
