@@ -13,6 +13,7 @@ mod durability;
 mod limits;
 mod loadgen;
 mod logging_loki;
+mod logs_overload;
 mod loki_api;
 mod otel_logs;
 mod otel_sdk;

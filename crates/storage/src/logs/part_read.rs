@@ -23,6 +23,7 @@ use super::part_write::LogPartError;
 use super::{
     BLOCK_ROWS_KEY, FORMAT_KEY, FORMAT_NAME, LogReadHints, STREAMS_KEY, VERSION_KEY, VERSIONS_READ,
 };
+use crate::{ScanBudget, StorageError};
 
 /// One stream of a part, from the footer's stream table.
 #[derive(Debug, Clone)]
@@ -194,6 +195,9 @@ pub(crate) struct ReadPlan {
     /// ruled out.
     pub(crate) rows: u64,
     pub(crate) rows_skipped: u64,
+    /// The query's time range, `[start_ns, end_ns)`.
+    start_ns: i64,
+    end_ns: i64,
 }
 
 impl LogPartMeta {
@@ -307,6 +311,8 @@ impl LogPartMeta {
             selection: Vec::new(),
             rows: 0,
             rows_skipped: 0,
+            start_ns,
+            end_ns,
         };
         let block_rows = self.block_rows.unwrap_or(usize::MAX);
         for (i, s) in self.matching(matchers, start_ns, end_ns) {
@@ -336,21 +342,21 @@ impl LogPartMeta {
         plan
     }
 
-    /// Decodes the planned rows, keeping entries in `[start_ns, end_ns)`,
+    /// Decodes the planned rows, keeping entries in the plan's time range,
     /// by stream, each stream's entries in stored order. Only the pages
     /// holding planned rows are fetched through `reader`.
     pub(crate) async fn read(
         &self,
         reader: RangeReader,
         plan: &ReadPlan,
-        start_ns: i64,
-        end_ns: i64,
         hints: &LogReadHints,
         scanned: &mut Scanned,
-    ) -> Result<Vec<(Labels, Vec<LogEntry>)>, LogPartError> {
+        budget: &ScanBudget,
+    ) -> Result<Vec<(Labels, Vec<LogEntry>)>, StorageError> {
         if plan.streams.is_empty() {
             return Ok(Vec::new());
         }
+        let (start_ns, end_ns) = (plan.start_ns, plan.end_ns);
         let chosen: Vec<(&PartStream, usize)> = plan
             .streams
             .iter()
@@ -430,13 +436,17 @@ impl LogPartMeta {
                 if !hints.admits(&chosen[stream_at].0.labels, line, has_metadata) {
                     continue;
                 }
-                entries.push(LogEntry {
+                let entry = LogEntry {
                     timestamp_ns: t,
                     line: line.to_string(),
                     structured_metadata: (from..to)
                         .map(|j| (md_keys.value(j).to_string(), md_values.value(j).to_string()))
                         .collect(),
-                });
+                };
+                // Charged as decoded, so a large part cannot fill memory
+                // before the query's budget says no.
+                budget.charge_bytes(super::head::entry_bytes(&entry) as u64)?;
+                entries.push(entry);
             }
         }
         if stream_at < chosen.len() {

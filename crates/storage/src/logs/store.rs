@@ -272,13 +272,16 @@ impl Storage {
             sel.part_bytes += e.size;
             let reader = self.range_reader(e);
             let got = meta
-                .read(reader.clone(), &plan, start_ns, end_ns, hints, &mut scanned)
+                .read(reader.clone(), &plan, hints, &mut scanned, budget)
                 .await;
             let n = reader.fetched.load(Ordering::Relaxed);
             self.observe_reader(&reader, u64::from(n > 0));
             sel.part_bytes_fetched += fetched + n;
             for (labels, entries) in got? {
-                charge(budget, &by_stream, &labels, &entries)?;
+                // Bytes were charged as the part was decoded.
+                if !by_stream.contains_key(&labels) {
+                    budget.charge_series()?;
+                }
                 by_stream.entry(labels).or_default().extend(entries);
             }
         }
