@@ -3,8 +3,9 @@
 //!
 //! Logs and traces go to a receiver written here (Loki pushes through
 //! miru's own push decoder, OTLP through the protocol's generated types) because neither Loki, Tempo
-//! nor an OpenTelemetry Collector can be installed on this machine, and
-//! miru does not ingest logs or traces yet.
+//! nor an OpenTelemetry Collector can be installed on this machine. (miru
+//! itself ingests logs since this was written: `logs_overload` drives it
+//! with `loadgen logs`; it does not ingest traces yet.)
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
