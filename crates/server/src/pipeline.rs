@@ -226,7 +226,18 @@ pub async fn ingest_logs(
                     .sum::<usize>()) as u64
         })
         .sum();
+    let m = &app.metrics;
+    let tenant_label = TenantLabel {
+        tenant: tenant.to_string(),
+    };
+    m.received_log_lines
+        .get_or_create(&tenant_label)
+        .inc_by(lines);
+    m.received_log_bytes
+        .get_or_create(&tenant_label)
+        .inc_by(bytes);
     if let Err(e) = app.limits.take_log_ingestion(tenant, bytes, lines) {
+        m.discard_log_lines(tenant, "rate_limited", lines);
         return LogIngestOutcome {
             status: IngestStatus::Limited,
             message: Some(e.to_string()),
@@ -237,6 +248,9 @@ pub async fn ingest_logs(
     let limits = app.limits.for_tenant(tenant);
     let now_ns = now_ms().saturating_mul(1_000_000);
     let v = miru_ingest::loki::validate_streams(&mut streams, &limits, now_ns);
+    for (reason, n) in &v.counts {
+        m.discard_log_lines(tenant, reason.as_str(), *n);
+    }
     let append_limits = miru_storage::logs::LogAppendLimits {
         max_streams: limits.max_global_streams_per_user,
         out_of_order_window_ns: (limits.log_out_of_order_window_s as i64)
@@ -248,6 +262,7 @@ pub async fn ingest_logs(
         .await
     {
         Err(e) => {
+            m.discard_log_lines(tenant, "storage_unavailable", lines - v.dropped());
             tracing::error!(tenant = %tenant, error = %e, "log append failed");
             LogIngestOutcome {
                 status: IngestStatus::Unavailable,
@@ -257,6 +272,12 @@ pub async fn ingest_logs(
             }
         }
         Ok(r) => {
+            for (reason, n) in &r.rejected {
+                m.discard_log_lines(tenant, reason.as_str(), *n);
+            }
+            m.accepted_log_lines
+                .get_or_create(&tenant_label)
+                .inc_by(r.entries_accepted + r.entries_deduplicated);
             let head_rejected: u64 = r.rejected.iter().map(|(_, n)| n).sum();
             let (status, message) = match (&r.first_error, &v.first_error) {
                 (Some((reason, msg)), _) if reason.is_limit() => {

@@ -54,6 +54,14 @@ pub struct SelfMetrics {
     pub received_exemplars: Family<TenantLabel, Counter>,
     pub accepted_exemplars: Family<TenantLabel, Counter>,
     pub discarded_exemplars: Family<TenantLabel, Counter>,
+    /// Log entries (lines) and their bytes (line + structured metadata),
+    /// as Loki's distributor counts them.
+    pub received_log_lines: Family<TenantLabel, Counter>,
+    pub received_log_bytes: Family<TenantLabel, Counter>,
+    pub accepted_log_lines: Family<TenantLabel, Counter>,
+    pub discarded_log_lines: Family<ReasonLabels, Counter>,
+    pub log_head_streams: Family<TenantLabel, Gauge>,
+    pub log_head_bytes: Gauge,
     pub wal_fsync_seconds: Histogram,
     pub wal_bytes: Counter,
     pub head_series: Family<TenantLabel, Gauge>,
@@ -83,6 +91,12 @@ impl SelfMetrics {
             received_exemplars: Family::default(),
             accepted_exemplars: Family::default(),
             discarded_exemplars: Family::default(),
+            received_log_lines: Family::default(),
+            received_log_bytes: Family::default(),
+            accepted_log_lines: Family::default(),
+            discarded_log_lines: Family::default(),
+            log_head_streams: Family::default(),
+            log_head_bytes: Gauge::default(),
             wal_fsync_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             wal_bytes: Counter::default(),
             head_series: Family::default(),
@@ -125,6 +139,36 @@ impl SelfMetrics {
             "discarded_exemplars",
             "Exemplars dropped or rejected",
             m.discarded_exemplars.clone(),
+        );
+        r.register(
+            "received_log_lines",
+            "Log entries received, by tenant",
+            m.received_log_lines.clone(),
+        );
+        r.register(
+            "received_log_bytes",
+            "Bytes of log lines and structured metadata received, by tenant",
+            m.received_log_bytes.clone(),
+        );
+        r.register(
+            "accepted_log_lines",
+            "Log entries written to the WAL and log head (identical resends included)",
+            m.accepted_log_lines.clone(),
+        );
+        r.register(
+            "discarded_log_lines",
+            "Log entries refused, by tenant and reason (Loki's reason names)",
+            m.discarded_log_lines.clone(),
+        );
+        r.register(
+            "log_head_streams",
+            "Log streams in the in-memory log head, by tenant",
+            m.log_head_streams.clone(),
+        );
+        r.register(
+            "log_head_bytes",
+            "Bytes of log entries in the log heads not yet cut into parts",
+            m.log_head_bytes.clone(),
         );
         r.register(
             "wal_fsync_duration_seconds",
@@ -183,6 +227,19 @@ impl SelfMetrics {
     pub fn discard(&self, tenant: &TenantId, reason: &str, n: u64) {
         if n > 0 {
             self.discarded_samples
+                .get_or_create(&ReasonLabels {
+                    tenant: tenant.to_string(),
+                    reason: reason.to_string(),
+                })
+                .inc_by(n);
+        }
+    }
+}
+
+impl SelfMetrics {
+    pub fn discard_log_lines(&self, tenant: &TenantId, reason: &str, n: u64) {
+        if n > 0 {
+            self.discarded_log_lines
                 .get_or_create(&ReasonLabels {
                     tenant: tenant.to_string(),
                     reason: reason.to_string(),

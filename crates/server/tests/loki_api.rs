@@ -421,6 +421,23 @@ fn bad_pushes_and_queries_get_400_and_keep_the_rest() {
     );
     assert_eq!(code, 200, "{v}");
     assert_eq!(lines(&v), ["fine"]);
+    // The self-metrics count what came in and why entries were refused.
+    let tenant = "tenant=\"t\"";
+    assert_eq!(metric_sum(&s, "miru_received_log_lines_total", tenant), 3.0);
+    assert_eq!(metric_sum(&s, "miru_accepted_log_lines_total", tenant), 1.0);
+    for reason in ["line_too_long", "greater_than_max_sample_age"] {
+        assert_eq!(
+            metric_sum(
+                &s,
+                "miru_discarded_log_lines_total",
+                &format!("reason=\"{reason}\"")
+            ),
+            1.0,
+            "{reason}"
+        );
+    }
+    assert!(metric_sum(&s, "miru_received_log_bytes_total", tenant) > (300 << 10) as f64);
+    assert_eq!(metric_sum(&s, "miru_log_head_streams", tenant), 1.0);
     // LogQL errors are 400 with the position.
     let (code, v) = get(
         &s,

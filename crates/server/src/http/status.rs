@@ -40,6 +40,14 @@ pub(super) async fn metrics(State(app): State<Arc<App>>) -> Response {
             .set(n as i64);
     }
     m.head_samples.set(app.storage.head_samples() as i64);
+    for (t, n) in app.storage.log_head_streams() {
+        m.log_head_streams
+            .get_or_create(&TenantLabel {
+                tenant: t.to_string(),
+            })
+            .set(n as i64);
+    }
+    m.log_head_bytes.set(app.storage.log_head_bytes() as i64);
     for (t, parts, bytes) in app.storage.part_stats() {
         let l = TenantLabel {
             tenant: t.to_string(),
