@@ -81,7 +81,7 @@ pub(super) struct LokiRequest {
     pub(super) params: Params,
 }
 
-pub(super) async fn loki_request(
+async fn loki_request(
     app: &App,
     method: &Method,
     headers: &HeaderMap,
@@ -110,6 +110,25 @@ pub(super) async fn loki_request(
         tenant,
         params: Params::parse(query.as_deref(), form.as_deref()),
     })
+}
+
+/// Runs a read handler: tenant and parameters from the request, then `f`,
+/// whose error is a ready response.
+pub(super) async fn serve_read<F>(
+    app: Arc<App>,
+    method: Method,
+    headers: HeaderMap,
+    q: Option<String>,
+    body: Body,
+    f: F,
+) -> Response
+where
+    F: AsyncFnOnce(&App, &LokiRequest, &HeaderMap) -> Result<Response, Response>,
+{
+    match loki_request(&app, &method, &headers, q, body).await {
+        Ok(req) => f(&app, &req, &headers).await.unwrap_or_else(|r| r),
+        Err(r) => r,
+    }
 }
 
 pub(super) fn bad(msg: impl Into<String>) -> Response {
@@ -391,11 +410,7 @@ pub(super) async fn query(
     RawQuery(q): RawQuery,
     body: Body,
 ) -> Response {
-    let req = match loki_request(&app, &method, &headers, q, body).await {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let run_it = async {
+    serve_read(app, method, headers, q, body, async |app, req, headers| {
         let query = query_param(&req.params)?;
         let t = time_param(&req.params, "time", now_ns())?;
         let kind = match parse_query(&query)? {
@@ -406,9 +421,9 @@ pub(super) async fn query(
             }
             Expr::Metric(_) => LogQlKind::Instant { t_ns: t },
         };
-        Ok(run(&app, &req, &headers, &query, kind).await)
-    };
-    run_it.await.unwrap_or_else(|r| r)
+        Ok(run(app, req, headers, &query, kind).await)
+    })
+    .await
 }
 
 /// `GET|POST /loki/api/v1/query_range`: log queries (streams) and metric
@@ -420,11 +435,7 @@ pub(super) async fn query_range(
     RawQuery(q): RawQuery,
     body: Body,
 ) -> Response {
-    let req = match loki_request(&app, &method, &headers, q, body).await {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let run_it = async {
+    serve_read(app, method, headers, q, body, async |app, req, headers| {
         let query = query_param(&req.params)?;
         let (start, end) = range_params(&req.params)?;
         let kind = match parse_query(&query)? {
@@ -440,9 +451,9 @@ pub(super) async fn query_range(
                 step_ns: step_param(&req.params, start, end)?,
             },
         };
-        Ok(run(&app, &req, &headers, &query, kind).await)
-    };
-    run_it.await.unwrap_or_else(|r| r)
+        Ok(run(app, req, headers, &query, kind).await)
+    })
+    .await
 }
 
 /// The matchers of a stream selector parameter (`query` or `match[]`).
@@ -489,12 +500,8 @@ pub(super) async fn labels(
     RawQuery(q): RawQuery,
     body: Body,
 ) -> Response {
-    let req = match loki_request(&app, &method, &headers, q, body).await {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let go = async {
-        let streams = streams_for(&app, &req, &selectors_from(&req.params, "query")?).await?;
+    serve_read(app, method, headers, q, body, async |app, req, _| {
+        let streams = streams_for(app, req, &selectors_from(&req.params, "query")?).await?;
         let mut names: Vec<String> = streams
             .iter()
             .flat_map(|l| l.iter().map(|x| x.name.to_string()))
@@ -502,8 +509,8 @@ pub(super) async fn labels(
         names.sort();
         names.dedup();
         Ok(axum::Json(json!({"status": "success", "data": names})).into_response())
-    };
-    go.await.unwrap_or_else(|r: Response| r)
+    })
+    .await
 }
 
 /// `GET|POST /loki/api/v1/label/{name}/values`.
@@ -515,12 +522,8 @@ pub(super) async fn label_values(
     RawQuery(q): RawQuery,
     body: Body,
 ) -> Response {
-    let req = match loki_request(&app, &method, &headers, q, body).await {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let go = async {
-        let streams = streams_for(&app, &req, &selectors_from(&req.params, "query")?).await?;
+    serve_read(app, method, headers, q, body, async |app, req, _| {
+        let streams = streams_for(app, req, &selectors_from(&req.params, "query")?).await?;
         let mut values: Vec<String> = streams
             .iter()
             .filter_map(|l| l.get(&name).map(str::to_string))
@@ -528,8 +531,8 @@ pub(super) async fn label_values(
         values.sort();
         values.dedup();
         Ok(axum::Json(json!({"status": "success", "data": values})).into_response())
-    };
-    go.await.unwrap_or_else(|r: Response| r)
+    })
+    .await
 }
 
 /// `GET|POST /loki/api/v1/series`: label sets of the streams matching
@@ -541,18 +544,14 @@ pub(super) async fn series(
     RawQuery(q): RawQuery,
     body: Body,
 ) -> Response {
-    let req = match loki_request(&app, &method, &headers, q, body).await {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let go = async {
+    serve_read(app, method, headers, q, body, async |app, req, _| {
         let mut sel = selectors_from(&req.params, "match[]")?;
         if req.params.all("match[]").iter().all(String::is_empty) {
             sel = selectors_from(&req.params, "match")?;
         }
-        let streams = streams_for(&app, &req, &sel).await?;
+        let streams = streams_for(app, req, &sel).await?;
         let data: Vec<Value> = streams.iter().map(labels_json).collect();
         Ok(axum::Json(json!({"status": "success", "data": data})).into_response())
-    };
-    go.await.unwrap_or_else(|r: Response| r)
+    })
+    .await
 }

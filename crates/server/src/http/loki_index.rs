@@ -19,7 +19,7 @@ use miru_storage::logs::LogChunkStats;
 use serde_json::{Value, json};
 
 use super::loki::{
-    LokiRequest, bad, error_response, loki_request, query_param, range_params, seconds, selector,
+    LokiRequest, bad, error_response, query_param, range_params, seconds, selector, serve_read,
     step_param,
 };
 use super::text_error;
@@ -36,40 +36,13 @@ async fn chunks(
     req: &LokiRequest,
 ) -> Result<(Vec<Matcher>, Vec<LogChunkStats>), Response> {
     let (start, end) = range_params(&req.params)?;
-    let matchers = selector_of(&query_param(&req.params)?)?;
+    let matchers = selector(&query_param(&req.params)?)?;
     let got = app
         .storage
         .log_chunk_stats(&req.tenant, &matchers, start, end.saturating_add(1))
         .await
         .map_err(|e| text_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     Ok((matchers, got))
-}
-
-/// The matchers of the query's selector; a full log query is accepted and
-/// its pipeline ignored, as Loki does for index requests.
-fn selector_of(q: &str) -> Result<Vec<Matcher>, Response> {
-    match miru_logql::parse(q) {
-        Ok(miru_logql::syntax::ast::Expr::Log(l)) => Ok(l.matchers),
-        Ok(_) => Err(bad(format!("{q:?} is not a stream selector"))),
-        Err(_) => selector(q),
-    }
-}
-
-async fn handle<F>(
-    app: Arc<App>,
-    method: Method,
-    headers: HeaderMap,
-    q: Option<String>,
-    body: Body,
-    f: F,
-) -> Response
-where
-    F: AsyncFnOnce(&App, &LokiRequest) -> Result<Response, Response>,
-{
-    match loki_request(&app, &method, &headers, q, body).await {
-        Ok(req) => f(&app, &req).await.unwrap_or_else(|r| r),
-        Err(r) => r,
-    }
 }
 
 /// `GET|POST /loki/api/v1/index/stats`: streams, chunks, entries and bytes
@@ -81,7 +54,7 @@ pub(super) async fn stats(
     RawQuery(q): RawQuery,
     body: Body,
 ) -> Response {
-    handle(app, method, headers, q, body, async |app, req| {
+    serve_read(app, method, headers, q, body, async |app, req, _| {
         let (_, chunks) = chunks(app, req).await?;
         let streams: BTreeSet<&Labels> = chunks.iter().map(|c| &c.labels).collect();
         Ok(axum::Json(json!({
@@ -119,7 +92,7 @@ fn group_names(req: &LokiRequest, matchers: &[Matcher]) -> Result<Vec<String>, R
     Ok(names)
 }
 
-fn group_of(labels: &Labels, names: &[String]) -> Vec<(String, String)> {
+fn group_of(labels: &Labels, names: &[String]) -> Group {
     names
         .iter()
         .filter_map(|n| labels.get(n).map(|v| (n.clone(), v.to_string())))
@@ -137,6 +110,21 @@ fn volume_limit(req: &LokiRequest) -> Result<usize, Response> {
     }
 }
 
+/// A volume group: the grouping labels' pairs.
+type Group = Vec<(String, String)>;
+
+/// The `limit` groups with the most bytes, largest first (ties by labels).
+fn largest<V>(
+    by_group: BTreeMap<Group, V>,
+    bytes: impl Fn(&V) -> u64,
+    limit: usize,
+) -> Vec<(Group, V)> {
+    let mut groups: Vec<(Group, V)> = by_group.into_iter().collect();
+    groups.sort_by(|a, b| bytes(&b.1).cmp(&bytes(&a.1)).then_with(|| a.0.cmp(&b.0)));
+    groups.truncate(limit);
+    groups
+}
+
 fn metric_json(group: &[(String, String)]) -> Value {
     Value::Object(group.iter().map(|(k, v)| (k.clone(), json!(v))).collect())
 }
@@ -150,18 +138,16 @@ pub(super) async fn volume(
     RawQuery(q): RawQuery,
     body: Body,
 ) -> Response {
-    handle(app, method, headers, q, body, async |app, req| {
+    serve_read(app, method, headers, q, body, async |app, req, _| {
         let (_, end) = range_params(&req.params)?;
         let (matchers, chunks) = chunks(app, req).await?;
         let names = group_names(req, &matchers)?;
         let limit = volume_limit(req)?;
-        let mut by_group: BTreeMap<Vec<(String, String)>, u64> = BTreeMap::new();
+        let mut by_group: BTreeMap<Group, u64> = BTreeMap::new();
         for c in &chunks {
             *by_group.entry(group_of(&c.labels, &names)).or_default() += c.line_bytes;
         }
-        let mut groups: Vec<_> = by_group.into_iter().collect();
-        groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        groups.truncate(limit);
+        let groups = largest(by_group, |b| *b, limit);
         let result: Vec<Value> = groups
             .iter()
             .map(|(g, bytes)| json!({"metric": metric_json(g), "value": [seconds(end), bytes.to_string()]}))
@@ -181,13 +167,13 @@ pub(super) async fn volume_range(
     RawQuery(q): RawQuery,
     body: Body,
 ) -> Response {
-    handle(app, method, headers, q, body, async |app, req| {
+    serve_read(app, method, headers, q, body, async |app, req, _| {
         let (start, end) = range_params(&req.params)?;
         let step = step_param(&req.params, start, end)?;
         let (matchers, chunks) = chunks(app, req).await?;
         let names = group_names(req, &matchers)?;
         let limit = volume_limit(req)?;
-        let mut by_group: BTreeMap<Vec<(String, String)>, BTreeMap<i64, u64>> = BTreeMap::new();
+        let mut by_group: BTreeMap<Group, BTreeMap<i64, u64>> = BTreeMap::new();
         for c in &chunks {
             // The step ending at or after the chunk's last entry, clamped
             // to the range.
@@ -200,10 +186,7 @@ pub(super) async fn volume_range(
                 .entry(t)
                 .or_default() += c.line_bytes;
         }
-        let mut groups: Vec<_> = by_group.into_iter().collect();
-        let total = |g: &BTreeMap<i64, u64>| g.values().sum::<u64>();
-        groups.sort_by(|a, b| total(&b.1).cmp(&total(&a.1)).then_with(|| a.0.cmp(&b.0)));
-        groups.truncate(limit);
+        let groups = largest(by_group, |points| points.values().sum(), limit);
         let result: Vec<Value> = groups
             .iter()
             .map(|(g, points)| {
@@ -231,10 +214,10 @@ pub(super) async fn detected_labels(
     RawQuery(q): RawQuery,
     body: Body,
 ) -> Response {
-    handle(app, method, headers, q, body, async |app, req| {
+    serve_read(app, method, headers, q, body, async |app, req, _| {
         let (start, end) = range_params(&req.params)?;
         let matchers = match req.params.get("query").filter(|q| !q.is_empty()) {
-            Some(q) => selector_of(q)?,
+            Some(q) => selector(q)?,
             None => Vec::new(),
         };
         let streams = app
@@ -334,7 +317,7 @@ pub(super) async fn detected_fields(
     RawQuery(q): RawQuery,
     body: Body,
 ) -> Response {
-    handle(app, method, headers, q, body, async |app, req| {
+    serve_read(app, method, headers, q, body, async |app, req, _| {
         let limit = match req.params.get("limit") {
             None => DEFAULT_LINE_LIMIT,
             Some(s) => s
@@ -368,7 +351,7 @@ pub(super) async fn detected_field_values(
     RawQuery(q): RawQuery,
     body: Body,
 ) -> Response {
-    handle(app, method, headers, q, body, async |app, req| {
+    serve_read(app, method, headers, q, body, async |app, req, _| {
         let fields = detect(app, req).await?;
         let values: Vec<&String> = fields
             .get(&name)
