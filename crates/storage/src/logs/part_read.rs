@@ -411,6 +411,7 @@ impl LogPartMeta {
                 .downcast_ref::<StringArray>()
                 .ok_or_else(|| bad("structured_metadata"))?;
             let offsets = md.value_offsets();
+            let mut batch_bytes = 0;
             for i in 0..batch.num_rows() {
                 while left_in_stream == 0 {
                     out.push((
@@ -443,11 +444,12 @@ impl LogPartMeta {
                         .map(|j| (md_keys.value(j).to_string(), md_values.value(j).to_string()))
                         .collect(),
                 };
-                // Charged as decoded, so a large part cannot fill memory
-                // before the query's budget says no.
-                budget.charge_bytes(super::head::entry_bytes(&entry) as u64)?;
+                batch_bytes += super::head::entry_bytes(&entry) as u64;
                 entries.push(entry);
             }
+            // Charged batch by batch (1,024 rows at most), so a large part
+            // cannot fill memory before the query's budget says no.
+            budget.charge_bytes(batch_bytes)?;
         }
         if stream_at < chosen.len() {
             out.push((chosen[stream_at].0.labels.clone(), entries));
