@@ -4,26 +4,15 @@
 //! naming the limit it hit; the process stays within its configured query
 //! memory (plus a stated overhead), survives, and ingestion sees no errors.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Server, client, now_ms};
+use crate::harness::{PeakRss, Server, client, now_ms, rss_bytes};
 
 const MAX_CONCURRENT: u64 = 4;
 const MAX_MEMORY_BYTES: u64 = 32 << 20;
 /// Besides the queries' budgets: the log head growing with the ingestion
 /// alongside (~60 MB of lines), allocator slack, response encoding.
 const OVERHEAD_BYTES: u64 = 512 << 20;
-
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
 
 /// `miru loadgen logs` into the server: 100 streams, `span` of entries
 /// ending `start_ago` + span ago; returns its JSON summary.
@@ -94,17 +83,7 @@ fn heavy_log_queries_stay_bounded_while_ingesting() {
     assert!(r.status().is_success());
     let baseline = rss_bytes(s.pid());
 
-    let done = Arc::new(AtomicBool::new(false));
-    let peak = Arc::new(AtomicU64::new(baseline));
-    let sampler = {
-        let (done, peak, pid) = (Arc::clone(&done), Arc::clone(&peak), s.pid());
-        std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_bytes(pid), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
+    let sampler = PeakRss::start(s.pid(), baseline);
     let end_ns = now_ms() * 1_000_000;
     let start_ns = end_ns - 2 * 3_600_000_000_000i64;
     let s_ref: &Server = &s;
@@ -177,11 +156,9 @@ fn heavy_log_queries_stay_bounded_while_ingesting() {
         );
         ingest.join().unwrap()
     });
-    done.store(true, Ordering::Relaxed);
-    sampler.join().unwrap();
     assert_eq!(ingest["accepted_lines"], 120_000);
 
-    let peak = peak.load(Ordering::Relaxed);
+    let peak = sampler.stop();
     let budget = MAX_CONCURRENT * MAX_MEMORY_BYTES;
     eprintln!(
         "RSS: {} MiB after loading, peak {} MiB during the queries (query budget {} MiB + overhead {} MiB)",

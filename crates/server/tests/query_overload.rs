@@ -4,11 +4,9 @@
 //! its configured query memory (plus a stated overhead), survives, and
 //! ingestion sees no errors.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Server, client, now_ms};
+use crate::harness::{PeakRss, Server, client, now_ms, rss_bytes};
 
 const SERIES: usize = 1_000_000;
 const MAX_CONCURRENT: u64 = 4;
@@ -18,15 +16,6 @@ const MAX_SAMPLES: u64 = 2_000_000;
 /// response encoding, and the head's growth from the ingestion that runs
 /// alongside.
 const OVERHEAD_BYTES: u64 = 512 << 20;
-
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
 
 /// Runs `miru loadgen metrics` against the server; returns its JSON summary.
 fn loadgen(s: &Server, start_ms: i64, span: &str) -> serde_json::Value {
@@ -101,17 +90,7 @@ fn heavy_queries_over_a_million_series_stay_bounded_while_ingesting() {
     let baseline = rss_bytes(s.pid());
 
     // Ingestion goes on (two more scrapes) while the queries run.
-    let done = Arc::new(AtomicBool::new(false));
-    let peak = Arc::new(AtomicU64::new(baseline));
-    let sampler = {
-        let (done, peak, pid) = (Arc::clone(&done), Arc::clone(&peak), s.pid());
-        std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_bytes(pid), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
+    let sampler = PeakRss::start(s.pid(), baseline);
     let ingest = {
         let s_ref: &Server = &s;
         std::thread::scope(|scope| {
@@ -177,12 +156,10 @@ fn heavy_queries_over_a_million_series_stay_bounded_while_ingesting() {
             ingest.join().unwrap()
         })
     };
-    done.store(true, Ordering::Relaxed);
-    sampler.join().unwrap();
     assert_clean(&ingest);
     assert_eq!(ingest["accepted_samples"], 2 * SERIES as u64);
 
-    let peak = peak.load(Ordering::Relaxed);
+    let peak = sampler.stop();
     // Each running query holds at most its storage budget plus the step
     // vectors max_samples bounds (~64 bytes each).
     let budget = MAX_CONCURRENT * (MAX_MEMORY_BYTES + MAX_SAMPLES * 64);
