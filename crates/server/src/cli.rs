@@ -33,6 +33,16 @@ pub enum Command {
     /// Send a realistic, deterministic load to a compatible endpoint.
     #[command(subcommand)]
     Loadgen(Box<Loadgen>),
+    /// Copy stored data out of the object store in open formats.
+    #[command(subcommand)]
+    Export(Box<Export>),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Export {
+    /// Log entries of a tenant, time range and stream selector, as JSON
+    /// lines or Parquet; restartable, read straight from the parts.
+    Logs(crate::export::ExportLogsArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -27,6 +27,14 @@ fn main() -> anyhow::Result<()> {
                 cli::Loadgen::Traces(args) => rt.block_on(miru::loadgen::run_traces(args)),
             }
         }
+        Some(cli::Command::Export(which)) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            match *which {
+                cli::Export::Logs(args) => rt.block_on(miru::export::run_export_logs(args, &cfg)),
+            }
+        }
         None | Some(cli::Command::Serve) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

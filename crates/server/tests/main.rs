@@ -10,6 +10,7 @@ mod harness;
 mod bad_input;
 mod cli;
 mod durability;
+mod export_logs;
 mod limits;
 mod loadgen;
 mod logging_loki;

@@ -92,6 +92,34 @@ impl Catalog {
         Ok(c)
     }
 
+    /// The logs parts of one tenant, by listing only its `logs/` prefix
+    /// (for tools that read the store without opening the storage), oldest
+    /// day first, then by creation.
+    pub(crate) async fn list_log_parts(
+        store: &Arc<dyn ObjectStore>,
+        tenant: &TenantId,
+    ) -> Result<Vec<PartEntry>, object_store::Error> {
+        let prefix = Path::from(format!("{tenant}/{}", Signal::Logs.as_str()));
+        let mut out = Vec::new();
+        let mut list = store.list(Some(&prefix));
+        while let Some(meta) = list.try_next().await? {
+            let decoded = percent_decode(meta.location.as_ref());
+            if let Some(name) = PartName::parse(&decoded)
+                && name.signal == Signal::Logs
+                && &name.tenant == tenant
+            {
+                out.push(PartEntry {
+                    name,
+                    size: meta.size,
+                });
+            }
+        }
+        out.sort_by(|a, b| {
+            (a.name.day_start_ms, &a.name.id).cmp(&(b.name.day_start_ms, &b.name.id))
+        });
+        Ok(out)
+    }
+
     fn signal_mut(&mut self, signal: Signal) -> &mut BTreeMap<TenantId, Vec<PartEntry>> {
         match signal {
             Signal::Metrics => &mut self.parts,

@@ -135,7 +135,7 @@ pub(super) fn bad(msg: impl Into<String>) -> Response {
     text_error(StatusCode::BAD_REQUEST, msg)
 }
 
-pub(super) fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)
@@ -143,7 +143,7 @@ pub(super) fn now_ns() -> i64 {
 
 /// A Loki time parameter: float seconds (`1700000000.5`), an integer of at
 /// most 10 digits as seconds, a longer one as nanoseconds, or RFC 3339.
-pub(super) fn parse_loki_time_ns(s: &str) -> Result<i64, String> {
+pub(crate) fn parse_loki_time_ns(s: &str) -> Result<i64, String> {
     if s.contains('.')
         && let Ok(f) = s.parse::<f64>()
         && f.is_finite()

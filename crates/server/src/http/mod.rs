@@ -6,7 +6,7 @@
 //! `status` (health, readiness, self-metrics).
 
 mod ingest;
-mod loki;
+pub(crate) mod loki;
 mod loki_index;
 mod otlp;
 pub mod params;

@@ -6,12 +6,14 @@
 //! (the `Storage` methods).
 
 pub(crate) mod blooms;
+mod export;
 mod head;
 mod part_read;
 mod part_write;
 mod store;
 
 pub(crate) use blooms::PartBlooms;
+pub use export::{ExportBatch, ExportParquetWriter, ExportRow, LogArchive, PartExport};
 pub(crate) use head::{FrozenLogs, LogHead};
 pub(crate) use part_read::LogPartMeta;
 pub use part_write::LogPartError;

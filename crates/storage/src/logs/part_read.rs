@@ -14,7 +14,9 @@ use miru_model::{Label, Labels, LogEntry, Matcher};
 use object_store::{ObjectStore, ObjectStoreExt, path::Path};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection};
-use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::arrow::async_reader::{
+    AsyncFileReader, ParquetRecordBatchStream, ParquetRecordBatchStreamBuilder,
+};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 
@@ -340,6 +342,22 @@ impl LogPartMeta {
             }
         }
         plan
+    }
+
+    /// Every column of the planned rows, batch by batch, for export (the
+    /// caller drops rows outside the plan's time range). Only the pages
+    /// holding planned rows are fetched through `reader`.
+    pub(crate) fn all_columns(
+        &self,
+        reader: RangeReader,
+        plan: &ReadPlan,
+    ) -> Result<ParquetRecordBatchStream<RangeReader>, LogPartError> {
+        let selection =
+            RowSelection::from_consecutive_ranges(plan.selection.iter().cloned(), self.total_rows);
+        ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.meta.clone())
+            .with_row_selection(selection)
+            .build()
+            .map_err(|e| LogPartError::Parquet(self.name.clone(), e))
     }
 
     /// Decodes the planned rows, keeping entries in the plan's time range,

@@ -80,7 +80,12 @@ fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
     .with_values_field(Arc::new(Field::new("value", DataType::Utf8, false)))
 }
 
-fn properties(zstd_level: i32, streams_json: String) -> Result<WriterProperties, LogPartError> {
+/// Writer settings of a part (and of an export file): zstd at `zstd_level`
+/// and footer key/value metadata `kv`.
+pub(crate) fn properties(
+    zstd_level: i32,
+    kv: Vec<KeyValue>,
+) -> Result<WriterProperties, LogPartError> {
     let level =
         ZstdLevel::try_new(zstd_level).map_err(|e| LogPartError::Parquet("(new)".into(), e))?;
     let ts = ColumnPath::from("timestamp");
@@ -99,12 +104,7 @@ fn properties(zstd_level: i32, streams_json: String) -> Result<WriterProperties,
         // Lines rarely repeat exactly; a dictionary would fall back anyway
         // after wasting a page of work.
         .set_column_dictionary_enabled(line, false)
-        .set_key_value_metadata(Some(vec![
-            KeyValue::new(FORMAT_KEY.into(), FORMAT_NAME.to_string()),
-            KeyValue::new(VERSION_KEY.into(), VERSION.to_string()),
-            KeyValue::new(STREAMS_KEY.into(), streams_json),
-            KeyValue::new(BLOCK_ROWS_KEY.into(), BLOCK_ROWS.to_string()),
-        ]))
+        .set_key_value_metadata(Some(kv))
         .build())
 }
 
@@ -159,7 +159,18 @@ pub(crate) fn write_part(
         st.max_ts_ns = st.max_ts_ns.max(last.timestamp_ns);
     }
     let schema = schema();
-    let props = properties(zstd_level, serde_json::Value::Array(index).to_string())?;
+    let props = properties(
+        zstd_level,
+        vec![
+            KeyValue::new(FORMAT_KEY.into(), FORMAT_NAME.to_string()),
+            KeyValue::new(VERSION_KEY.into(), VERSION.to_string()),
+            KeyValue::new(
+                STREAMS_KEY.into(),
+                serde_json::Value::Array(index).to_string(),
+            ),
+            KeyValue::new(BLOCK_ROWS_KEY.into(), BLOCK_ROWS.to_string()),
+        ],
+    )?;
     let mut out = Vec::new();
     let mut w = ArrowWriter::try_new(&mut out, Arc::clone(&schema), Some(props)).map_err(err_p)?;
     // Batches of whole streams up to the row-group size keep memory flat.
