@@ -22,6 +22,8 @@ pub struct App {
     pub otlp: OtlpOptions,
     pub query: crate::query::QueryService,
     pub logql: crate::logql::LogQlService,
+    /// Open live tails, fed by every accepted log push.
+    pub tails: Arc<crate::tail::TailHub>,
     pub started: Instant,
 }
 
@@ -106,6 +108,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         otlp,
         query: crate::query::QueryService::new(cfg.query.clone()),
         logql: crate::logql::LogQlService::new(&cfg.query),
+        tails: Arc::default(),
         started,
     });
 

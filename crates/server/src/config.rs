@@ -131,6 +131,13 @@ pub struct QuerySection {
     /// the process-wide pool of query threads they come from (queries share
     /// it); 0 = one per core.
     pub parallelism: usize,
+    /// Live tails (`/loki/api/v1/tail`) one tenant may hold open at once
+    /// (Loki's `max_concurrent_tail_requests`).
+    pub max_concurrent_tail_requests: usize,
+    /// How long a live tail may stay open before the server closes it
+    /// (Loki's `tail_max_duration`).
+    #[serde(with = "serde_duration")]
+    pub tail_max_duration: Duration,
 }
 
 impl Default for QuerySection {
@@ -145,6 +152,8 @@ impl Default for QuerySection {
             max_concurrent_per_tenant: 8,
             max_expression_bytes: 128 << 10,
             parallelism: 0,
+            max_concurrent_tail_requests: 10,
+            tail_max_duration: Duration::from_secs(3600),
         }
     }
 }

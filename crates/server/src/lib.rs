@@ -17,4 +17,5 @@ pub mod pipeline;
 pub mod query;
 pub mod runtime_config;
 pub mod self_metrics;
+pub mod tail;
 pub mod tenant;

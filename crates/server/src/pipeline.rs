@@ -256,6 +256,9 @@ pub async fn ingest_logs(
         out_of_order_window_ns: (limits.log_out_of_order_window_s as i64)
             .saturating_mul(1_000_000_000),
     };
+    // Open tails see what was accepted; a copy is kept only when there
+    // are any.
+    let for_tails = app.tails.has_tails(tenant).then(|| streams.clone());
     match app
         .storage
         .append_logs(tenant, streams, append_limits)
@@ -272,6 +275,9 @@ pub async fn ingest_logs(
             }
         }
         Ok(r) => {
+            if let Some(streams) = for_tails {
+                app.tails.publish(tenant, &streams);
+            }
             for (reason, n) in &r.rejected {
                 m.discard_log_lines(tenant, reason.as_str(), *n);
             }

@@ -16,6 +16,7 @@ mod loadgen;
 mod logging_loki;
 mod logs_overload;
 mod loki_api;
+mod loki_tail;
 mod otel_logs;
 mod otel_sdk;
 mod promql_api;

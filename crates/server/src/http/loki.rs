@@ -81,7 +81,7 @@ pub(super) struct LokiRequest {
     pub(super) params: Params,
 }
 
-async fn loki_request(
+pub(super) async fn loki_request(
     app: &App,
     method: &Method,
     headers: &HeaderMap,
@@ -235,12 +235,12 @@ pub(super) fn seconds(t_ns: i64) -> Value {
 
 /// Whether the client asked for structured metadata and parsed labels
 /// apart from stream labels (Grafana 10.4+ does).
-fn categorize_labels(h: &HeaderMap) -> bool {
+pub(super) fn categorize_labels(h: &HeaderMap) -> bool {
     header_str(h, "x-loki-response-encoding-flags")
         .is_some_and(|v| v.split(',').any(|f| f.trim() == "categorize-labels"))
 }
 
-fn result_json(v: &LogValue, categorize: bool) -> (&'static str, Value) {
+pub(super) fn result_json(v: &LogValue, categorize: bool) -> (&'static str, Value) {
     match v {
         LogValue::Streams(streams) => {
             let mut out = Vec::new();

@@ -8,6 +8,7 @@
 mod ingest;
 pub(crate) mod loki;
 mod loki_index;
+mod loki_tail;
 mod otlp;
 pub mod params;
 mod prom;
@@ -73,6 +74,7 @@ pub fn router(app: Arc<App>) -> Router {
             get(loki::label_values).post(loki::label_values),
         )
         .route("/loki/api/v1/series", get(loki::series).post(loki::series))
+        .route("/loki/api/v1/tail", get(loki_tail::tail))
         .route(
             "/loki/api/v1/index/stats",
             get(loki_index::stats).post(loki_index::stats),
