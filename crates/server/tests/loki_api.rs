@@ -583,11 +583,48 @@ fn check_index_endpoints(s: &Server, t0: i64, chunks: u64) {
         .map(|p| p[1].as_str().unwrap().parse::<u64>().unwrap())
         .sum();
     assert_eq!(total, api_line_bytes() + db_bytes, "{v}");
+    // By label name: every stream carrying the label counts, value "".
     let (code, v) = get(
         s,
         "team-a",
         "/loki/api/v1/index/volume",
         &with(&range, r#"{app=~".+"}"#, &[("aggregateBy", "labels")]),
+    );
+    assert_eq!(code, 200, "{v}");
+    let all = (api_line_bytes() + db_bytes).to_string();
+    let r = &v["data"]["result"];
+    assert_eq!(r.as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(r[0]["metric"], serde_json::json!({"app": ""}), "{v}");
+    assert_eq!(r[0]["value"][1], all, "{v}");
+    assert_eq!(r[1]["metric"], serde_json::json!({"env": ""}), "{v}");
+    let (_, v) = get(
+        s,
+        "team-a",
+        "/loki/api/v1/index/volume",
+        &with(
+            &range,
+            r#"{app=~".+"}"#,
+            &[("aggregateBy", "labels"), ("targetLabels", "env,nope")],
+        ),
+    );
+    assert_eq!(
+        v["data"]["result"],
+        serde_json::json!([{"metric": {"env": ""}, "value": [v["data"]["result"][0]["value"][0], all]}]),
+        "{v}"
+    );
+    // A target label a stream lacks leaves it out of series volumes.
+    let (_, v) = get(
+        s,
+        "team-a",
+        "/loki/api/v1/index/volume",
+        &with(&range, r#"{app=~".+"}"#, &[("targetLabels", "env,nope")]),
+    );
+    assert_eq!(v["data"]["result"], serde_json::json!([]), "{v}");
+    let (code, v) = get(
+        s,
+        "team-a",
+        "/loki/api/v1/index/volume",
+        &with(&range, r#"{app=~".+"}"#, &[("aggregateBy", "streams")]),
     );
     assert_eq!(code, 400, "{v}");
     let (code, v) = get(s, "team-a", "/loki/api/v1/detected_labels", &range);

@@ -68,35 +68,80 @@ pub(super) async fn stats(
     .await
 }
 
-/// The labels a volume groups by: `targetLabels` (comma separated), else
-/// the names the selector matches on.
-fn group_names(req: &LokiRequest, matchers: &[Matcher]) -> Result<Vec<String>, Response> {
-    match req.params.get("aggregateBy") {
-        None | Some("series") => {}
-        Some(other) => {
-            return Err(bad(format!(
-                "invalid parameter \"aggregateBy\": {other:?} is not supported (series is)"
-            )));
-        }
-    }
-    let mut names: Vec<String> = match req.params.get("targetLabels").filter(|s| !s.is_empty()) {
-        Some(t) => t
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect(),
-        None => matchers.iter().map(|m| m.name.to_string()).collect(),
-    };
-    names.sort();
-    names.dedup();
-    Ok(names)
+/// How a volume groups chunks (Loki's `aggregateBy` and `targetLabels`).
+enum Grouping {
+    /// By the values of these labels; with `targetLabels` given, streams
+    /// lacking one of them are left out (Loki adds `name=~".+"` for each).
+    Series {
+        names: Vec<String>,
+        require_all: bool,
+    },
+    /// One group per label name (value `""`) over the streams carrying it:
+    /// these names, or every name.
+    Labels(Option<Vec<String>>),
 }
 
-fn group_of(labels: &Labels, names: &[String]) -> Group {
-    names
-        .iter()
-        .filter_map(|n| labels.get(n).map(|v| (n.clone(), v.to_string())))
-        .collect()
+fn grouping(req: &LokiRequest, matchers: &[Matcher]) -> Result<Grouping, Response> {
+    let targets: Option<Vec<String>> = req
+        .params
+        .get("targetLabels")
+        .filter(|s| !s.is_empty())
+        .map(|t| {
+            let mut names: Vec<String> = t
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            names.sort();
+            names.dedup();
+            names
+        });
+    match req.params.get("aggregateBy") {
+        None | Some("series") => Ok(match targets {
+            Some(names) => Grouping::Series {
+                names,
+                require_all: true,
+            },
+            None => {
+                let mut names: Vec<String> = matchers.iter().map(|m| m.name.to_string()).collect();
+                names.sort();
+                names.dedup();
+                Grouping::Series {
+                    names,
+                    require_all: false,
+                }
+            }
+        }),
+        Some("labels") => Ok(Grouping::Labels(targets)),
+        Some(other) => Err(bad(format!(
+            "invalid parameter \"aggregateBy\": {other:?} is not supported (series or labels)"
+        ))),
+    }
+}
+
+/// The groups one stream counts in.
+fn groups_of(labels: &Labels, g: &Grouping) -> Vec<Group> {
+    match g {
+        Grouping::Series { names, require_all } => {
+            let group: Group = names
+                .iter()
+                .filter_map(|n| labels.get(n).map(|v| (n.clone(), v.to_string())))
+                .collect();
+            if *require_all && group.len() < names.len() {
+                return Vec::new();
+            }
+            vec![group]
+        }
+        Grouping::Labels(names) => labels
+            .iter()
+            .filter(|l| {
+                names
+                    .as_ref()
+                    .is_none_or(|n| n.iter().any(|n| *n == *l.name))
+            })
+            .map(|l| vec![(l.name.to_string(), String::new())])
+            .collect(),
+    }
 }
 
 fn volume_limit(req: &LokiRequest) -> Result<usize, Response> {
@@ -141,11 +186,13 @@ pub(super) async fn volume(
     serve_read(app, method, headers, q, body, async |app, req, _| {
         let (_, end) = range_params(&req.params)?;
         let (matchers, chunks) = chunks(app, req).await?;
-        let names = group_names(req, &matchers)?;
+        let grouping = grouping(req, &matchers)?;
         let limit = volume_limit(req)?;
         let mut by_group: BTreeMap<Group, u64> = BTreeMap::new();
         for c in &chunks {
-            *by_group.entry(group_of(&c.labels, &names)).or_default() += c.line_bytes;
+            for g in groups_of(&c.labels, &grouping) {
+                *by_group.entry(g).or_default() += c.line_bytes;
+            }
         }
         let groups = largest(by_group, |b| *b, limit);
         let result: Vec<Value> = groups
@@ -171,7 +218,7 @@ pub(super) async fn volume_range(
         let (start, end) = range_params(&req.params)?;
         let step = step_param(&req.params, start, end)?;
         let (matchers, chunks) = chunks(app, req).await?;
-        let names = group_names(req, &matchers)?;
+        let grouping = grouping(req, &matchers)?;
         let limit = volume_limit(req)?;
         let mut by_group: BTreeMap<Group, BTreeMap<i64, u64>> = BTreeMap::new();
         for c in &chunks {
@@ -180,11 +227,9 @@ pub(super) async fn volume_range(
             let last = c.max_ts_ns.clamp(start, end);
             let k = (last - start + step - 1) / step;
             let t = (start + k * step).min(end);
-            *by_group
-                .entry(group_of(&c.labels, &names))
-                .or_default()
-                .entry(t)
-                .or_default() += c.line_bytes;
+            for g in groups_of(&c.labels, &grouping) {
+                *by_group.entry(g).or_default().entry(t).or_default() += c.line_bytes;
+            }
         }
         let groups = largest(by_group, |points| points.values().sum(), limit);
         let result: Vec<Value> = groups
