@@ -72,6 +72,16 @@ pub struct TenantLimits {
     /// Structured metadata per entry: bytes and pairs; 0 = no limit.
     pub max_structured_metadata_size: usize,
     pub max_structured_metadata_entries_count: usize,
+    /// Labels tried in order for a `service_name` when a log stream has
+    /// none (`unknown_service` when none is set); empty turns it off
+    /// (Loki's `discover_service_name`).
+    pub discover_service_name: Vec<String>,
+    /// Add a `detected_level` structured-metadata pair to every log entry
+    /// (Loki's `discover_log_levels`).
+    pub discover_log_levels: bool,
+    /// Label, structured-metadata, JSON and logfmt field names a level is
+    /// read from before the line's words (Loki's `log_level_fields`).
+    pub log_level_fields: Vec<String>,
 }
 
 impl Default for TenantLimits {
@@ -103,6 +113,9 @@ impl Default for TenantLimits {
             log_out_of_order_window_s: 3_600,
             max_structured_metadata_size: 64 << 10,
             max_structured_metadata_entries_count: 128,
+            discover_service_name: crate::loki::default_service_name_labels(),
+            discover_log_levels: true,
+            log_level_fields: crate::loki::default_log_level_fields(),
         }
     }
 }

@@ -251,6 +251,7 @@ pub async fn ingest_logs(
     for (reason, n) in &v.counts {
         m.discard_log_lines(tenant, reason.as_str(), *n);
     }
+    miru_ingest::loki::discover(&mut streams, &limits);
     let append_limits = miru_storage::logs::LogAppendLimits {
         max_streams: limits.max_global_streams_per_user,
         out_of_order_window_ns: (limits.log_out_of_order_window_s as i64)

@@ -125,24 +125,31 @@ fn python_logging_loki_handler_pushes_queryable_streams() {
         })
         .collect();
     streams.sort_by_key(|(labels, _)| labels["severity"].as_str().unwrap().to_string());
-    let labels = |severity: &str| {
+    // Loki 3 adds `service_name` (from `application`) and, as structured
+    // metadata, `detected_level` (from `severity`).
+    let labels = |severity: &str, level: &str| {
         json!({
             "application": "billing",
             "env": "prod",
             "logger": "billing.invoices",
             "severity": severity,
+            "service_name": "billing",
+            "detected_level": level,
         })
     };
-    let mut warning = labels("warning");
+    let mut warning = labels("warning", "warn");
     warning["customer_id"] = json!("c-42");
     assert_eq!(
         streams,
         vec![
             (
-                labels("error"),
+                labels("error", "error"),
                 vec!["payment declined for inv-1".to_string()]
             ),
-            (labels("info"), vec!["invoice inv-1 created".to_string()]),
+            (
+                labels("info", "info"),
+                vec!["invoice inv-1 created".to_string()]
+            ),
             (warning, vec!["invoice inv-1 overdue".to_string()]),
         ]
     );
@@ -150,7 +157,14 @@ fn python_logging_loki_handler_pushes_queryable_streams() {
     let v = get(&s, "/loki/api/v1/labels", &[]);
     assert_eq!(
         v["data"],
-        json!(["application", "customer_id", "env", "logger", "severity"])
+        json!([
+            "application",
+            "customer_id",
+            "env",
+            "logger",
+            "service_name",
+            "severity"
+        ])
     );
     let v = get(&s, "/loki/api/v1/label/severity/values", &[]);
     assert_eq!(v["data"], json!(["error", "info", "warning"]));

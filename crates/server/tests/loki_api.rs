@@ -204,7 +204,8 @@ fn check_queries(s: &Server, t0: i64) {
         &[("start", start.clone()), ("end", end.clone())],
     );
     assert_eq!(code, 200);
-    assert_eq!(v["data"], serde_json::json!(["app", "env"]));
+    // `service_name` is Loki 3's discovered service (from `app`).
+    assert_eq!(v["data"], serde_json::json!(["app", "env", "service_name"]));
     let (_, v) = get(
         s,
         "team-a",
@@ -222,7 +223,10 @@ fn check_queries(s: &Server, t0: i64) {
             ("end", end),
         ],
     );
-    assert_eq!(v["data"], serde_json::json!([{"app": "db", "env": "prod"}]));
+    assert_eq!(
+        v["data"],
+        serde_json::json!([{"app": "db", "env": "prod", "service_name": "db"}])
+    );
     // Tenants are apart.
     let (_, v) = get(s, "other", "/loki/api/v1/labels", &[]);
     assert_eq!(v["data"], serde_json::json!([]));
@@ -358,7 +362,7 @@ print(json.dumps([[r[0], r[1], r[2], r[3], r[4]] for r in rows]))
     assert_eq!(rows.len(), 201);
     let api: Vec<&Value> = rows.iter().filter(|r| r[1] == "api").collect();
     assert_eq!(api.len(), 200);
-    assert_eq!(api[0][0], r#"{app="api", env="prod"}"#);
+    assert_eq!(api[0][0], r#"{app="api", env="prod", service_name="api"}"#);
     assert_eq!(api[0][2].as_i64().unwrap(), t0);
     assert!(
         api[0][3]
@@ -593,10 +597,15 @@ fn check_index_endpoints(s: &Server, t0: i64, chunks: u64) {
     assert_eq!(code, 200, "{v}");
     let all = (api_line_bytes() + db_bytes).to_string();
     let r = &v["data"]["result"];
-    assert_eq!(r.as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(r.as_array().unwrap().len(), 3, "{v}");
     assert_eq!(r[0]["metric"], serde_json::json!({"app": ""}), "{v}");
     assert_eq!(r[0]["value"][1], all, "{v}");
     assert_eq!(r[1]["metric"], serde_json::json!({"env": ""}), "{v}");
+    assert_eq!(
+        r[2]["metric"],
+        serde_json::json!({"service_name": ""}),
+        "{v}"
+    );
     let (_, v) = get(
         s,
         "team-a",
@@ -631,7 +640,11 @@ fn check_index_endpoints(s: &Server, t0: i64, chunks: u64) {
     assert_eq!(code, 200, "{v}");
     assert_eq!(
         v["detectedLabels"],
-        serde_json::json!([{"label": "app", "cardinality": 2}, {"label": "env", "cardinality": 1}]),
+        serde_json::json!([
+            {"label": "app", "cardinality": 2},
+            {"label": "env", "cardinality": 1},
+            {"label": "service_name", "cardinality": 2}
+        ]),
         "{v}"
     );
     // Fields of the newest lines: logfmt, JSON and structured metadata.

@@ -187,7 +187,7 @@ fn tail_sends_history_then_live_entries_through_the_pipeline() {
     assert_eq!(
         entries(&live),
         [(
-            json!({"app": "api"}),
+            json!({"app": "api", "service_name": "api", "detected_level": "warn"}),
             "level=warn msg=\"needle 3\"".to_string()
         )],
         "{live}"
@@ -227,7 +227,15 @@ fn tail_sends_history_then_live_entries_through_the_pipeline() {
     assert_eq!(values.len(), 1, "{m}");
     assert_eq!(values[0][1], "level=error msg=b");
     assert_eq!(values[0][2]["parsed"]["level"], "error", "{m}");
-    assert_eq!(m["streams"][0]["stream"], json!({"app": "api"}), "{m}");
+    assert_eq!(
+        m["streams"][0]["stream"],
+        json!({"app": "api", "service_name": "api"}),
+        "{m}"
+    );
+    assert_eq!(
+        values[0][2]["structuredMetadata"]["detected_level"], "error",
+        "{m}"
+    );
 
     // Bad parameters: 400 with the reason, before any upgrade.
     for (params, want) in [

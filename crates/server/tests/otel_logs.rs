@@ -297,6 +297,17 @@ fn assert_sdk_logs(s: &Server, tenant: &str, script_output: &str) {
             "{md}"
         );
     }
+    // Loki 3's discover_log_levels: the level from severity_text.
+    let levels: Vec<&Value> = entries.iter().map(|e| &e.1["detected_level"]).collect();
+    assert_eq!(
+        levels,
+        [
+            &json!("info"),
+            &json!("error"),
+            &json!("warn"),
+            &json!("info")
+        ]
+    );
     let without_common = |md: &Value| {
         let mut m = md.as_object().unwrap().clone();
         for k in [
@@ -309,6 +320,7 @@ fn assert_sdk_logs(s: &Server, tenant: &str, script_output: &str) {
             "code_function_name",
             "code_line_number",
             "observed_timestamp",
+            "detected_level",
         ] {
             m.remove(k);
         }
@@ -609,11 +621,12 @@ fn otlp_logs_by_hand_json_gzip_protobuf_and_errors() {
                     "host_name": "box-7",
                     "scope_name": "manual",
                     "scope_version": "2",
+                    "detected_level": "warn",
                 })
             ),
             (
                 r#"{"code":7,"msg":"a \u003cmap\u003e body"}"#.to_string(),
-                json!({"host_name": "box-7", "scope_name": "manual", "scope_version": "2"})
+                json!({"host_name": "box-7", "scope_name": "manual", "scope_version": "2", "detected_level": "unknown"})
             ),
         ]
     );

@@ -1,0 +1,362 @@
+//! What a Loki 3 distributor adds to accepted streams by default:
+//! `service_name` for streams without one (`discover_service_name`) and a
+//! `detected_level` structured-metadata pair for every entry
+//! (`discover_log_levels`), which Grafana's log-volume histogram and Logs
+//! Drilldown group by. Semantics follow Loki's documentation and field
+//! detection; this is our own implementation.
+
+use miru_model::{Labels, LabelsBuilder, LogStreamWrite};
+
+use crate::limits::TenantLimits;
+
+pub const SERVICE_NAME: &str = "service_name";
+pub const UNKNOWN_SERVICE: &str = "unknown_service";
+pub const DETECTED_LEVEL: &str = "detected_level";
+const UNKNOWN_LEVEL: &str = "unknown";
+
+/// Loki's default `discover_service_name`: labels tried in order.
+pub fn default_service_name_labels() -> Vec<String> {
+    [
+        "service",
+        "app",
+        "application",
+        "app_name",
+        "name",
+        "app_kubernetes_io_name",
+        "container",
+        "container_name",
+        "k8s_container_name",
+        "component",
+        "workload",
+        "job",
+        "k8s_job_name",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Loki's default `log_level_fields`: where a level may already be.
+pub fn default_log_level_fields() -> Vec<String> {
+    [
+        "level",
+        "LEVEL",
+        "Level",
+        "log.level",
+        "severity",
+        "SEVERITY",
+        "Severity",
+        "SeverityText",
+        "lvl",
+        "LVL",
+        "Lvl",
+        "severity_text",
+        "Severity_Text",
+        "SEVERITY_TEXT",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Applies the tenant's discovery settings to accepted streams.
+pub fn discover(streams: &mut [LogStreamWrite], l: &TenantLimits) {
+    for w in streams.iter_mut() {
+        if !l.discover_service_name.is_empty() && w.labels.get(SERVICE_NAME).is_none() {
+            w.labels = with_service_name(&w.labels, &l.discover_service_name);
+        }
+        if l.discover_log_levels {
+            for e in &mut w.entries {
+                set_detected_level(
+                    &w.labels,
+                    &e.line,
+                    &mut e.structured_metadata,
+                    &l.log_level_fields,
+                );
+            }
+        }
+    }
+}
+
+fn with_service_name(labels: &Labels, candidates: &[String]) -> Labels {
+    let value = candidates
+        .iter()
+        .find_map(|c| labels.get(c).filter(|v| !v.is_empty()))
+        .unwrap_or(UNKNOWN_SERVICE)
+        .to_string();
+    let mut b = LabelsBuilder::with_capacity(labels.len() + 1);
+    for l in labels.iter() {
+        b.set(
+            std::sync::Arc::clone(&l.name),
+            std::sync::Arc::clone(&l.value),
+        );
+    }
+    b.set(SERVICE_NAME, value);
+    b.build()
+}
+
+/// A known level's canonical name (case-insensitive), else `None`.
+fn normalize(v: &str) -> Option<&'static str> {
+    Some(match v.to_ascii_lowercase().as_str() {
+        "trace" | "trc" => "trace",
+        "debug" | "dbg" => "debug",
+        "info" | "inf" | "information" => "info",
+        "warn" | "wrn" | "warning" => "warn",
+        "error" | "err" => "error",
+        "critical" => "critical",
+        "fatal" => "fatal",
+        _ => return None,
+    })
+}
+
+fn set_detected_level(
+    labels: &Labels,
+    line: &str,
+    metadata: &mut Vec<(String, String)>,
+    fields: &[String],
+) {
+    if let Some((_, v)) = metadata.iter_mut().find(|(k, _)| k == DETECTED_LEVEL) {
+        if let Some(n) = normalize(v) {
+            *v = n.to_string();
+        }
+        return;
+    }
+    let level = level_of(labels, line, metadata, fields);
+    metadata.push((DETECTED_LEVEL.to_string(), level));
+}
+
+fn level_of(
+    labels: &Labels,
+    line: &str,
+    metadata: &[(String, String)],
+    fields: &[String],
+) -> String {
+    let given = fields.iter().find_map(|f| labels.get(f)).or_else(|| {
+        fields.iter().find_map(|f| {
+            metadata
+                .iter()
+                .find(|(k, _)| k == f)
+                .map(|(_, v)| v.as_str())
+        })
+    });
+    if let Some(v) = given {
+        return normalize(v).map_or_else(|| v.to_string(), String::from);
+    }
+    if let Some((_, n)) = metadata.iter().find(|(k, _)| k == "severity_number") {
+        return match n.parse::<i64>() {
+            Ok(0) => UNKNOWN_LEVEL,
+            Ok(1..=4) => "trace",
+            Ok(5..=8) => "debug",
+            Ok(9..=12) => "info",
+            Ok(13..=16) => "warn",
+            Ok(17..=20) => "error",
+            Ok(21..=24) => "fatal",
+            Ok(_) => UNKNOWN_LEVEL,
+            Err(_) => "info",
+        }
+        .to_string();
+    }
+    let from_fields = if is_json(line) {
+        json_level(line, fields)
+    } else if line.contains('=') {
+        logfmt_level(line, fields)
+    } else {
+        None
+    };
+    from_fields
+        .and_then(|v| normalize(&v))
+        .or_else(|| keyword_level(line))
+        .unwrap_or(UNKNOWN_LEVEL)
+        .to_string()
+}
+
+fn is_json(line: &str) -> bool {
+    let t = line.trim();
+    t.starts_with('{') && t.ends_with('}')
+}
+
+/// The first string field named in `fields`, at most two objects deep.
+fn json_level(line: &str, fields: &[String]) -> Option<String> {
+    fn find(v: &serde_json::Value, fields: &[String], depth: usize) -> Option<String> {
+        let obj = v.as_object()?;
+        for f in fields {
+            if let Some(serde_json::Value::String(s)) = obj.get(f.as_str()) {
+                return Some(s.clone());
+            }
+        }
+        if depth < 2 {
+            for v in obj.values() {
+                if let Some(s) = find(v, fields, depth + 1) {
+                    return Some(s);
+                }
+            }
+        }
+        None
+    }
+    find(&serde_json::from_str(line).ok()?, fields, 1)
+}
+
+/// The value of the first logfmt key (case-insensitive) named in `fields`.
+fn logfmt_level(line: &str, fields: &[String]) -> Option<String> {
+    let b = line.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        while i < b.len() && b[i] == b' ' {
+            i += 1;
+        }
+        let key_start = i;
+        while i < b.len() && b[i] != b'=' && b[i] != b' ' {
+            i += 1;
+        }
+        let key = &line[key_start..i];
+        if i >= b.len() || b[i] != b'=' {
+            continue;
+        }
+        i += 1;
+        let value = if b.get(i) == Some(&b'"') {
+            let start = i + 1;
+            i = start;
+            while i < b.len() && b[i] != b'"' {
+                i += if b[i] == b'\\' { 2 } else { 1 };
+            }
+            let v = &line[start..i.min(b.len())];
+            i += 1;
+            v
+        } else {
+            let start = i;
+            while i < b.len() && b[i] != b' ' {
+                i += 1;
+            }
+            &line[start..i]
+        };
+        if fields.iter().any(|f| f.eq_ignore_ascii_case(key)) {
+            return Some(value.to_string());
+        }
+    }
+    None
+}
+
+/// The level keyword appearing first in the line, as a whole word
+/// (case-insensitive; a `:` before it does not start a word).
+fn keyword_level(line: &str) -> Option<&'static str> {
+    const KEYWORDS: [(&str, &str); 9] = [
+        ("trace", "trace"),
+        ("debug", "debug"),
+        ("fatal", "fatal"),
+        ("critical", "critical"),
+        ("error", "error"),
+        ("err", "error"),
+        ("warning", "warn"),
+        ("warn", "warn"),
+        ("info", "info"),
+    ];
+    let lower = line.to_ascii_lowercase();
+    let b = lower.as_bytes();
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mut best: Option<(usize, &'static str)> = None;
+    for (kw, level) in KEYWORDS {
+        let mut from = 0;
+        while let Some(at) = lower[from..].find(kw) {
+            let start = from + at;
+            let end = start + kw.len();
+            let left_ok = start == 0 || !(word(b[start - 1]) || b[start - 1] == b':');
+            let right_ok = end == b.len() || !word(b[end]);
+            if left_ok && right_ok {
+                if best.is_none_or(|(p, _)| start < p) {
+                    best = Some((start, level));
+                }
+                break;
+            }
+            from = start + 1;
+        }
+    }
+    best.map(|(_, l)| l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use miru_model::LogEntry;
+
+    fn level(labels: &[(&str, &str)], line: &str, md: &[(&str, &str)]) -> String {
+        let mut w = vec![LogStreamWrite {
+            labels: Labels::from_pairs(labels.iter().copied()),
+            entries: vec![LogEntry {
+                timestamp_ns: 0,
+                line: line.into(),
+                structured_metadata: md
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            }],
+        }];
+        discover(&mut w, &TenantLimits::default());
+        let md = &w[0].entries[0].structured_metadata;
+        let found: Vec<&String> = md
+            .iter()
+            .filter(|(k, _)| k == DETECTED_LEVEL)
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(found.len(), 1, "{md:?}");
+        found[0].clone()
+    }
+
+    #[test]
+    fn levels_come_from_fields_severity_formats_then_keywords() {
+        assert_eq!(level(&[("level", "WARNING")], "x", &[]), "warn");
+        assert_eq!(level(&[], "x", &[("severity", "Err")]), "error");
+        assert_eq!(
+            level(&[], "x", &[("lvl", "notice")]),
+            "notice",
+            "kept as is"
+        );
+        assert_eq!(level(&[], "x", &[("severity_number", "17")]), "error");
+        assert_eq!(level(&[], "x", &[("severity_number", "x")]), "info");
+        assert_eq!(level(&[], r#"{"msg":"a","level":"DEBUG"}"#, &[]), "debug");
+        assert_eq!(level(&[], r#"{"log":{"level":"fatal"}}"#, &[]), "fatal");
+        assert_eq!(level(&[], r#"ts=1 LEVEL=inf msg="a b""#, &[]), "info");
+        assert_eq!(level(&[], r#"msg="level=error" level=warn"#, &[]), "warn");
+        assert_eq!(
+            level(&[], "2026-11-22 GET /x failed: Error connecting", &[]),
+            "error"
+        );
+        assert_eq!(
+            level(&[], "[WARN] disk at 91%, error budget ok", &[]),
+            "warn"
+        );
+        assert_eq!(level(&[], "misc:error in terror", &[]), "unknown");
+        assert_eq!(level(&[], "all good", &[]), "unknown");
+        assert_eq!(level(&[], "x", &[("detected_level", "WRN")]), "warn");
+    }
+
+    #[test]
+    fn service_name_from_the_first_candidate_label_else_unknown_service() {
+        let mut w = vec![
+            LogStreamWrite {
+                labels: Labels::from_pairs([("job", "j"), ("app", "api")]),
+                entries: Vec::new(),
+            },
+            LogStreamWrite {
+                labels: Labels::from_pairs([("env", "prod")]),
+                entries: Vec::new(),
+            },
+            LogStreamWrite {
+                labels: Labels::from_pairs([("service_name", "s"), ("app", "api")]),
+                entries: Vec::new(),
+            },
+        ];
+        discover(&mut w, &TenantLimits::default());
+        assert_eq!(w[0].labels.get(SERVICE_NAME), Some("api"));
+        assert_eq!(w[1].labels.get(SERVICE_NAME), Some(UNKNOWN_SERVICE));
+        assert_eq!(w[2].labels.get(SERVICE_NAME), Some("s"));
+        let off = TenantLimits {
+            discover_service_name: Vec::new(),
+            discover_log_levels: false,
+            ..TenantLimits::default()
+        };
+        let mut w = vec![LogStreamWrite {
+            labels: Labels::from_pairs([("app", "api")]),
+            entries: Vec::new(),
+        }];
+        discover(&mut w, &off);
+        assert_eq!(w[0].labels.get(SERVICE_NAME), None);
+    }
+}
