@@ -191,6 +191,10 @@ fn json_level(line: &str, fields: &[String]) -> Option<String> {
         }
         None
     }
+    // A key must appear verbatim in the text: most lines are not parsed.
+    if !fields.iter().any(|f| line.contains(f.as_str())) {
+        return None;
+    }
     find(&serde_json::from_str(line).ok()?, fields, 1)
 }
 
