@@ -17,6 +17,10 @@ pub struct SelectRequest<'a> {
     /// Pairs every line of the result carries as a stream label or as
     /// structured metadata (from `| name="value"` before any parser).
     pub label_equals: &'a [(String, String)],
+    /// Whether the query reads the lines. When false (a metric query that
+    /// only counts entries and looks at labels), a source may return every
+    /// entry with an empty line and skip reading the lines at all.
+    pub lines_needed: bool,
 }
 
 /// Why the source failed; the message reaches the user.

@@ -175,6 +175,7 @@ impl LogSource for StorageLogSource {
                 &LogReadHints {
                     line_contains: req.line_filters.to_vec(),
                     label_equals: req.label_equals.to_vec(),
+                    skip_lines: !req.lines_needed,
                 },
                 &self.budget,
             ))

@@ -52,6 +52,7 @@ pub(super) fn eval_logs(
         end_ns: q.end_ns,
         line_filters: &hints,
         label_equals: &label_hints,
+        lines_needed: true,
     };
     let mut lines: Vec<(Labels, LogLine)> = Vec::new();
     for item in src.select(&req)? {

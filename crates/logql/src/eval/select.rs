@@ -12,7 +12,7 @@ use crate::error::{QueryError, series_text};
 use crate::pipeline::labels::{ERROR_DETAILS_LABEL, ERROR_LABEL, LabelSet};
 use crate::pipeline::{Pipeline, label_filter, label_filter_hints, line_filter_hints};
 use crate::source::{LogSource, SelectRequest};
-use crate::syntax::ast::{Conversion, Grouping, LogExpr, RangeAgg, RangeOp};
+use crate::syntax::ast::{Conversion, Grouping, LogExpr, RangeAgg, RangeOp, Stage};
 use crate::syntax::literals::{go_duration_error, parse_bytes, parse_go_duration, parse_go_float};
 
 const EXTRACTION_ERR: &str = "SampleExtractionErr";
@@ -79,6 +79,12 @@ fn convert(conv: Conversion, v: &str) -> Result<f64, String> {
     }
 }
 
+/// Whether a stage looks at the line (or may put it into a label): all
+/// but label filters, `drop` and `keep`.
+fn reads_line(s: &Stage) -> bool {
+    !matches!(s, Stage::LabelFilter(_) | Stage::Drop(_) | Stage::Keep(_))
+}
+
 /// Samples of `agg` for evaluation times in `[first_ns, last_ns]`.
 pub(super) fn select_samples(
     src: &dyn LogSource,
@@ -107,14 +113,15 @@ pub(super) fn select_samples(
         .saturating_sub(agg.range_ns)
         .saturating_add(1);
     let end_ns = last_ns.saturating_sub(agg.offset_ns).saturating_add(1);
+    let bytes = matches!(agg.op, RangeOp::BytesOverTime | RangeOp::BytesRate);
     let req = SelectRequest {
         matchers: &log.matchers,
         start_ns,
         end_ns,
         line_filters: &hints,
         label_equals: &label_hints,
+        lines_needed: bytes || log.stages.iter().any(reads_line),
     };
-    let bytes = matches!(agg.op, RangeOp::BytesOverTime | RangeOp::BytesRate);
     let mut by_labels: HashMap<Labels, usize> = HashMap::default();
     let mut out: Vec<RawSeries> = Vec::new();
     for item in src.select(&req)? {

@@ -338,7 +338,7 @@ impl LogHead {
                 .active
                 .iter()
                 .filter(|e| wanted(&s.labels, e))
-                .cloned()
+                .map(|e| copy_entry(e, hints.skip_lines))
                 .collect();
             if !entries.is_empty() {
                 out.entry(s.labels.clone()).or_default().extend(entries);
@@ -356,7 +356,7 @@ impl LogHead {
                     .entries
                     .iter()
                     .filter(|e| wanted(&s.labels, e))
-                    .cloned()
+                    .map(|e| copy_entry(e, hints.skip_lines))
                     .collect();
                 if !entries.is_empty() {
                     out.entry(s.labels.clone()).or_default().extend(entries);
@@ -462,6 +462,20 @@ pub(crate) fn sort_dedup_entries(entries: &mut Vec<LogEntry>) {
             .then_with(|| a.line.cmp(&b.line))
     });
     entries.dedup_by(|a, b| a.timestamp_ns == b.timestamp_ns && a.line == b.line);
+}
+
+/// A copy of an entry for a query, without its line when the query does
+/// not read lines.
+fn copy_entry(e: &LogEntry, skip_line: bool) -> LogEntry {
+    if skip_line {
+        LogEntry {
+            timestamp_ns: e.timestamp_ns,
+            line: String::new(),
+            structured_metadata: e.structured_metadata.clone(),
+        }
+    } else {
+        e.clone()
+    }
 }
 
 #[cfg(test)]

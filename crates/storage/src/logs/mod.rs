@@ -45,9 +45,14 @@ pub struct LogReadHints {
     /// Pairs every wanted entry carries as a stream label or as structured
     /// metadata (`| trace_id="…"` before any parser).
     pub label_equals: Vec<(String, String)>,
+    /// The query never reads the lines: entries may come with empty lines
+    /// and the line column is not fetched.
+    pub skip_lines: bool,
 }
 
 impl LogReadHints {
+    /// Whether no needle or label pair narrows the rows (`skip_lines`
+    /// narrows nothing).
     pub fn is_empty(&self) -> bool {
         self.line_contains.is_empty() && self.label_equals.is_empty()
     }

@@ -384,9 +384,14 @@ impl LogPartMeta {
             RowSelection::from_consecutive_ranges(plan.selection.iter().cloned(), self.total_rows);
         let err = |e| LogPartError::Parquet(self.name.clone(), e);
         let schema = self.meta.parquet_schema();
-        // Leaves: stream, labels.key, labels.value, timestamp, line,
-        // structured_metadata.key, structured_metadata.value.
-        let mask = ProjectionMask::roots(schema, [2, 3, 4]);
+        // Roots: stream, labels, timestamp, line, structured_metadata. The
+        // line column, most of a part's bytes, only when the query reads it.
+        let roots: &[usize] = if hints.skip_lines {
+            &[2, 4]
+        } else {
+            &[2, 3, 4]
+        };
+        let mask = ProjectionMask::roots(schema, roots.iter().copied());
         let mut batches =
             ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.meta.clone())
                 .with_projection(mask)
@@ -408,13 +413,19 @@ impl LogPartMeta {
                 .as_any()
                 .downcast_ref::<TimestampNanosecondArray>()
                 .ok_or_else(|| bad("timestamp"))?;
-            let lines = batch
-                .column(1)
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .ok_or_else(|| bad("line"))?;
+            let lines = if hints.skip_lines {
+                None
+            } else {
+                Some(
+                    batch
+                        .column(1)
+                        .as_any()
+                        .downcast_ref::<StringArray>()
+                        .ok_or_else(|| bad("line"))?,
+                )
+            };
             let md = batch
-                .column(2)
+                .column(roots.len() - 1)
                 .as_any()
                 .downcast_ref::<MapArray>()
                 .ok_or_else(|| bad("structured_metadata"))?;
@@ -444,7 +455,7 @@ impl LogPartMeta {
                 if t < start_ns || t >= end_ns {
                     continue;
                 }
-                let line = lines.value(i);
+                let line = lines.map_or("", |l| l.value(i));
                 scanned.add(line);
                 let (from, to) = (offsets[i] as usize, offsets[i + 1] as usize);
                 // Rows the hints rule out are not copied: a needle search
