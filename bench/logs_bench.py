@@ -123,8 +123,9 @@ class Miru:
 class Loki:
     name = "Loki"
 
-    def __init__(self, tmp, binary):
+    def __init__(self, tmp, binary, version=None):
         self.bin = binary
+        self.given_version = version
         self.dir = os.path.join(tmp, "loki")
         os.makedirs(self.dir)
         self.port, self.grpc = free_port(), free_port()
@@ -205,6 +206,8 @@ analytics:
         return du(os.path.join(self.dir, "data", "chunks", tenant))
 
     def version(self):
+        if self.given_version:
+            return self.given_version
         out = subprocess.run([self.bin, "-version"], capture_output=True, text=True)
         return (out.stdout + out.stderr).strip().splitlines()[0]
 
@@ -346,6 +349,7 @@ def table(results, a, cmd):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--loki", help="path to a Loki binary (v3.4.6 built from source)")
+    ap.add_argument("--loki-version", help="version to print for a Loki built without version flags")
     ap.add_argument("--streams", type=int, default=100)
     ap.add_argument("--lines-per-second", type=float, default=600)
     ap.add_argument("--day-lines-per-second", type=float, default=12)
@@ -360,7 +364,7 @@ def main():
     start_hour = (now // 3600 - 3) * 3600
     start_day = start_hour - 86400 + 3600
     tmp = tempfile.mkdtemp(prefix="logs-bench-")
-    systems = [Miru(tmp)] + ([Loki(tmp, a.loki)] if a.loki else [])
+    systems = [Miru(tmp)] + ([Loki(tmp, a.loki, a.loki_version)] if a.loki else [])
     results = []
     try:
         for s in systems:
