@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
-use crate::external::{python, require_or_skip};
+use crate::external::duckdb_json;
 use crate::harness::{Server, client};
 
 const DAY_NS: i64 = 86_400_000_000_000;
@@ -354,10 +354,6 @@ fn parquet_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn read_back_with_duckdb(dir: &Path, want: &[Entry]) {
-    let Some(py) = python() else {
-        require_or_skip("Python duckdb (target/pyenv)", false);
-        return;
-    };
     let script = r#"
 import sys, duckdb, json
 rows = duckdb.sql(f"""
@@ -365,23 +361,12 @@ rows = duckdb.sql(f"""
   from read_parquet('{sys.argv[1]}/*/*.parquet')""").fetchall()
 print(json.dumps(rows))
 "#;
-    let out = Command::new(py)
-        .args(["-c", script, dir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    if !out.status.success()
-        && String::from_utf8_lossy(&out.stderr).contains("No module named 'duckdb'")
-    {
-        require_or_skip("Python duckdb (tests/python-requirements.txt)", false);
+    let Some(rows) = duckdb_json(script, dir.to_str().unwrap()) else {
         return;
-    }
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    };
     let got: Vec<Entry> = rows
+        .as_array()
+        .unwrap()
         .iter()
         .map(|r| Entry {
             ts: r[0].as_i64().unwrap(),

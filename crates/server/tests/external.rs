@@ -119,3 +119,24 @@ impl Drop for ChildGuard {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `script` (which imports `duckdb` and prints JSON) with the test
+/// virtualenv's Python and `arg` as `sys.argv[1]`; its output parsed, or
+/// `None` after [`require_or_skip`] when Python or duckdb is missing.
+pub fn duckdb_json(script: &str, arg: &str) -> Option<serde_json::Value> {
+    let Some(py) = python() else {
+        require_or_skip("Python duckdb (target/pyenv)", false);
+        return None;
+    };
+    let out = std::process::Command::new(py)
+        .args(["-c", script, arg])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && stderr.contains("No module named 'duckdb'") {
+        require_or_skip("Python duckdb (tests/python-requirements.txt)", false);
+        return None;
+    }
+    assert!(out.status.success(), "{stderr}");
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}

@@ -8,7 +8,7 @@ use miru_ingest::loki::push::{Entry, LabelPair, PushRequest, Stream, Timestamp};
 use prost::Message;
 use serde_json::Value;
 
-use crate::external::{python, require_or_skip};
+use crate::external::duckdb_json;
 use crate::harness::*;
 
 fn now_ns() -> i64 {
@@ -331,10 +331,6 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 fn read_with_duckdb(part: &std::path::Path, t0: i64) {
-    let Some(py) = python() else {
-        require_or_skip("Python duckdb (target/pyenv)", false);
-        return;
-    };
     let script = r#"
 import sys, duckdb, json
 rows = duckdb.sql(f"""
@@ -343,22 +339,10 @@ rows = duckdb.sql(f"""
   from read_parquet('{sys.argv[1]}') order by stream, ts""").fetchall()
 print(json.dumps([[r[0], r[1], r[2], r[3], r[4]] for r in rows]))
 "#;
-    let out = std::process::Command::new(py)
-        .args(["-c", script, part.to_str().unwrap()])
-        .output()
-        .unwrap();
-    if !out.status.success()
-        && String::from_utf8_lossy(&out.stderr).contains("No module named 'duckdb'")
-    {
-        require_or_skip("Python duckdb (tests/python-requirements.txt)", false);
+    let Some(rows) = duckdb_json(script, part.to_str().unwrap()) else {
         return;
-    }
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    };
+    let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 201);
     let api: Vec<&Value> = rows.iter().filter(|r| r[1] == "api").collect();
     assert_eq!(api.len(), 200);
