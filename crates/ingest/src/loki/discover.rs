@@ -93,18 +93,31 @@ fn with_service_name(labels: &Labels, candidates: &[String]) -> Labels {
     b.build()
 }
 
-/// A known level's canonical name (case-insensitive), else `None`.
+/// Level names and their abbreviations, with the canonical name.
+const LEVEL_NAMES: &[(&str, &str)] = &[
+    ("trace", "trace"),
+    ("trc", "trace"),
+    ("debug", "debug"),
+    ("dbg", "debug"),
+    ("info", "info"),
+    ("inf", "info"),
+    ("information", "info"),
+    ("warn", "warn"),
+    ("wrn", "warn"),
+    ("warning", "warn"),
+    ("error", "error"),
+    ("err", "error"),
+    ("critical", "critical"),
+    ("fatal", "fatal"),
+];
+
+/// A known level's canonical name (case-insensitive), else `None`. No
+/// allocation: it runs for every ingested entry.
 fn normalize(v: &str) -> Option<&'static str> {
-    Some(match v.to_ascii_lowercase().as_str() {
-        "trace" | "trc" => "trace",
-        "debug" | "dbg" => "debug",
-        "info" | "inf" | "information" => "info",
-        "warn" | "wrn" | "warning" => "warn",
-        "error" | "err" => "error",
-        "critical" => "critical",
-        "fatal" => "fatal",
-        _ => return None,
-    })
+    LEVEL_NAMES
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(v))
+        .map(|(_, level)| *level)
 }
 
 fn set_detected_level(
@@ -238,10 +251,11 @@ fn logfmt_level(line: &str, fields: &[String]) -> Option<String> {
     None
 }
 
-/// The level keyword appearing first in the line, as a whole word
-/// (case-insensitive; a `:` before it does not start a word).
+/// The level keyword appearing first in the line as a whole word
+/// (case-insensitive; a word right after `:` does not count). Scans the
+/// words once, without allocating.
 fn keyword_level(line: &str) -> Option<&'static str> {
-    const KEYWORDS: [(&str, &str); 9] = [
+    const KEYWORDS: &[(&str, &str)] = &[
         ("trace", "trace"),
         ("debug", "debug"),
         ("fatal", "fatal"),
@@ -252,27 +266,28 @@ fn keyword_level(line: &str) -> Option<&'static str> {
         ("warn", "warn"),
         ("info", "info"),
     ];
-    let lower = line.to_ascii_lowercase();
-    let b = lower.as_bytes();
+    let b = line.as_bytes();
     let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
-    let mut best: Option<(usize, &'static str)> = None;
-    for (kw, level) in KEYWORDS {
-        let mut from = 0;
-        while let Some(at) = lower[from..].find(kw) {
-            let start = from + at;
-            let end = start + kw.len();
-            let left_ok = start == 0 || !(word(b[start - 1]) || b[start - 1] == b':');
-            let right_ok = end == b.len() || !word(b[end]);
-            if left_ok && right_ok {
-                if best.is_none_or(|(p, _)| start < p) {
-                    best = Some((start, level));
-                }
-                break;
-            }
-            from = start + 1;
+    let mut i = 0;
+    while i < b.len() {
+        if !word(b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && word(b[i]) {
+            i += 1;
+        }
+        if start > 0 && b[start - 1] == b':' {
+            continue;
+        }
+        // Word bytes are ASCII, so both ends are character boundaries.
+        let token = &line[start..i];
+        if let Some((_, level)) = KEYWORDS.iter().find(|(k, _)| k.eq_ignore_ascii_case(token)) {
+            return Some(level);
         }
     }
-    best.map(|(_, l)| l)
+    None
 }
 
 #[cfg(test)]
