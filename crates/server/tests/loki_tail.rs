@@ -195,8 +195,14 @@ fn tail_sends_history_then_live_entries_through_the_pipeline() {
 
     // The pipeline runs on live entries; categorize-labels moves parsed
     // labels to the third element, as in query_range.
+    let mut attempts = 0;
     let mut cat = loop {
         // The closed tail's slot is freed once the server sees it go.
+        attempts += 1;
+        assert!(
+            attempts <= 100,
+            "a closed tail's slot was not freed in 10 s"
+        );
         match connect(
             &s,
             "team-a",

@@ -32,21 +32,9 @@ pub(super) async fn not_found() -> Response {
 
 pub(super) async fn metrics(State(app): State<Arc<App>>) -> Response {
     let m = &app.metrics;
-    for (t, n) in app.storage.head_series() {
-        m.head_series
-            .get_or_create(&TenantLabel {
-                tenant: t.to_string(),
-            })
-            .set(n as i64);
-    }
+    set_per_tenant(&m.head_series, app.storage.head_series());
     m.head_samples.set(app.storage.head_samples() as i64);
-    for (t, n) in app.storage.log_head_streams() {
-        m.log_head_streams
-            .get_or_create(&TenantLabel {
-                tenant: t.to_string(),
-            })
-            .set(n as i64);
-    }
+    set_per_tenant(&m.log_head_streams, app.storage.log_head_streams());
     m.log_head_bytes.set(app.storage.log_head_bytes() as i64);
     for (t, parts, bytes) in app.storage.part_stats() {
         let l = TenantLabel {
@@ -70,6 +58,23 @@ pub(super) async fn metrics(State(app): State<Arc<App>>) -> Response {
         out,
     )
         .into_response()
+}
+
+/// Sets a per-tenant gauge from the storage's counts.
+fn set_per_tenant(
+    family: &prometheus_client::metrics::family::Family<
+        TenantLabel,
+        prometheus_client::metrics::gauge::Gauge,
+    >,
+    counts: Vec<(miru_model::TenantId, usize)>,
+) {
+    for (t, n) in counts {
+        family
+            .get_or_create(&TenantLabel {
+                tenant: t.to_string(),
+            })
+            .set(n as i64);
+    }
 }
 
 /// Identifies as a Mimir-compatible Prometheus API: a non-empty `features`
