@@ -318,7 +318,9 @@ def table(results, a, cmd):
             f"| {r['name']} | {r['version']} | {lines:,} | {mb(raw)} | {cpu:.1f} | **{cpu / (raw / 1e9):.1f}** | "
             f"{r['peak_rss'] / 2**20:,.0f} MiB | {mb(r['hour']['at_rest'])} | **{r['hour']['raw'] / max(r['hour']['at_rest'], 1):.1f}×** | "
             f"{mb(r['day']['at_rest'])} | {r['day']['raw'] / max(r['day']['at_rest'], 1):.1f}× |")
-    out += ["", "Ingest CPU includes the flush. Queries (after a restart: first run cold, then the median of "
+    out += ["", "Ingest CPU includes the flush; peak RSS is read right after ingestion. At rest: miru's Parquet "
+            "parts and block filters, Loki's chunks of the tenant (its TSDB index, shared and small, is not "
+            "counted). Queries (after a restart: first run cold, then the median of "
             f"{a.repeats} runs; `limit=1000`; bytes: Loki's `totalBytesProcessed` (decompressed lines examined), "
             "miru's `partBytesFetched` (compressed bytes read from parts)):", ""]
     names = [r["name"] for r in results]
