@@ -282,14 +282,10 @@ impl Meter {
         }
         self.last = Instant::now();
         let frac = bytes as f64 / self.total_bytes.max(1) as f64;
-        let width = 30;
-        let filled = ((frac * width as f64) as usize).min(width);
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
         let line = format!(
-            "[{}{}] {:5.1}%  {parts}/{} parts  {:.1}/{:.1} MB of parts  {entries} entries  {:.0} entries/s",
-            "#".repeat(filled),
-            " ".repeat(width - filled),
-            frac * 100.0,
+            "{}  {parts}/{} parts  {:.1}/{:.1} MB of parts  {entries} entries  {:.0} entries/s",
+            crate::loadgen::progress_bar(frac),
             self.total_parts,
             bytes as f64 / 1e6,
             self.total_bytes as f64 / 1e6,

@@ -29,6 +29,18 @@ pub use logs::{LogsArgs, run_logs};
 pub use metrics::{MetricsArgs, run_metrics};
 pub use traces::{TracesArgs, run_traces};
 
+/// `[#####     ]  45.0%`: the bar the command-line tools draw on stderr.
+pub(crate) fn progress_bar(frac: f64) -> String {
+    const WIDTH: usize = 30;
+    let filled = ((frac * WIDTH as f64) as usize).min(WIDTH);
+    format!(
+        "[{}{}] {:5.1}%",
+        "#".repeat(filled),
+        " ".repeat(WIDTH - filled),
+        frac * 100.0
+    )
+}
+
 /// Flags every signal shares: pacing, bounds, tenancy, time range, output.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
@@ -214,15 +226,11 @@ impl Runner {
     fn progress(&self) {
         let sent = self.counters.sent.load(Ordering::Relaxed);
         let frac = sent as f64 / self.total.max(1) as f64;
-        let width = 30;
-        let filled = ((frac * width as f64) as usize).min(width);
         let rate = self.counters.accepted.load(Ordering::Relaxed) as f64
             / self.started.elapsed().as_secs_f64().max(0.001);
         eprint!(
-            "\r[{}{}] {:5.1}%  {sent}/{} {}  {rate:.0}/s accepted  ",
-            "#".repeat(filled),
-            " ".repeat(width - filled),
-            frac * 100.0,
+            "\r{}  {sent}/{} {}  {rate:.0}/s accepted  ",
+            progress_bar(frac),
             self.total,
             self.unit,
         );
