@@ -117,7 +117,13 @@ class Miru:
         return du(d, (".parquet", ".blooms"))
 
     def version(self):
-        return subprocess.run([MIRU, "--version"], capture_output=True, text=True).stdout.strip()
+        v = subprocess.run([MIRU, "--version"], capture_output=True, text=True).stdout.strip()
+        # The commit the binary was built from, when it is this checkout's.
+        rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        return f"{v} ({rev}{', uncommitted changes' if dirty else ''})" if rev else v
 
 
 class Loki:
@@ -377,7 +383,7 @@ def main():
             if getattr(s, "proc", None) and s.proc.poll() is None:
                 s.proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
-    cmd = "python3 bench/logs_bench.py" + "".join(f" {x}" for x in sys.argv[1:])
+    cmd = "python3 bench/logs_bench.py" + "".join(f" {x}" for x in sys.argv[1:] if x != "--write")
     md = table(results, a, cmd)
     print(md)
     if a.write:
