@@ -63,6 +63,9 @@ pub struct ScanBudget {
     max_bytes: u64,
     series: AtomicU64,
     bytes: AtomicU64,
+    /// Hashes of the log streams charged so far: a log query reads its
+    /// range in slices, and a stream counts once however many it is in.
+    streams_seen: std::sync::Mutex<HashSet<u64>>,
 }
 
 impl ScanBudget {
@@ -89,6 +92,18 @@ impl ScanBudget {
             return Err(StorageError::Limit(ScanLimit::Series(self.max_series)));
         }
         Ok(())
+    }
+
+    /// Charges a log stream the first time this query meets it.
+    pub(crate) fn charge_stream(&self, labels: &Labels) -> Result<(), StorageError> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(labels);
+        let new = self
+            .streams_seen
+            .lock()
+            .expect("BUG: scan budget lock poisoned")
+            .insert(h);
+        if new { self.charge_series() } else { Ok(()) }
     }
 
     pub(crate) fn charge_bytes(&self, n: u64) -> Result<(), StorageError> {

@@ -753,6 +753,45 @@ mod logs {
             counted.part_bytes_fetched,
             all.part_bytes_fetched
         );
+        // A narrow time window reads only the pages whose timestamps can
+        // fall in it (page index), and gives exactly the entries inside.
+        let (w0, w1) = (T0 + 10_000 * 1_000_007, T0 + 11_000 * 1_000_007);
+        let window = s
+            .select_logs(
+                &t,
+                &[],
+                w0,
+                w1,
+                &LogReadHints::default(),
+                &ScanBudget::unlimited(),
+            )
+            .await
+            .unwrap();
+        let expected: Vec<i64> = all
+            .streams
+            .iter()
+            .flat_map(|(_, e)| e.iter().map(|e| e.timestamp_ns))
+            .filter(|ts| (w0..w1).contains(ts))
+            .collect();
+        let got: Vec<i64> = window
+            .streams
+            .iter()
+            .flat_map(|(_, e)| e.iter().map(|e| e.timestamp_ns))
+            .collect();
+        assert_eq!(got, expected);
+        assert_eq!(got.len(), 3_000);
+        assert!(
+            window.part_rows <= 3 * (1_000 + 2 * 4_096),
+            "{} rows planned of {}",
+            window.part_rows,
+            3 * n
+        );
+        assert!(
+            window.part_bytes_fetched * 2 < all.part_bytes_fetched,
+            "{} vs {} bytes",
+            window.part_bytes_fetched,
+            all.part_bytes_fetched
+        );
         // Without the filters object the answer is the same, only slower.
         let blooms: Vec<_> = walk(&dir.path().join("objects"))
             .into_iter()

@@ -46,44 +46,55 @@ pub(super) fn eval_logs(
     let pipeline = Pipeline::for_log(log).map_err(QueryError::Invalid)?;
     let hints = line_filter_hints(log);
     let label_hints = label_filter_hints(log);
-    let req = SelectRequest {
-        matchers: &log.matchers,
-        start_ns: q.start_ns,
-        end_ns: q.end_ns,
-        line_filters: &hints,
-        label_equals: &label_hints,
-        lines_needed: true,
-    };
     let mut lines: Vec<(Labels, LogLine)> = Vec::new();
-    for item in src.select(&req)? {
-        let (stream_labels, entries) = item?;
-        if ctx
-            .cancel
-            .as_ref()
-            .is_some_and(|c| c.load(Ordering::Relaxed))
-        {
-            return Err(QueryError::Canceled);
+    let mut slices = Slices::new(q);
+    // Lines that passed the pipeline, before trimming to the limit.
+    let mut kept = 0u64;
+    while let Some((start_ns, end_ns)) = slices.next(kept) {
+        let req = SelectRequest {
+            matchers: &log.matchers,
+            start_ns,
+            end_ns,
+            line_filters: &hints,
+            label_equals: &label_hints,
+            lines_needed: true,
+        };
+        for item in src.select(&req)? {
+            let (stream_labels, entries) = item?;
+            if ctx
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+            {
+                return Err(QueryError::Canceled);
+            }
+            let base = LabelSet::from_stream(&stream_labels);
+            for e in &entries {
+                let Some((line, labels)) = run_entry(&pipeline, &base, e) else {
+                    continue;
+                };
+                budget.add_samples(1)?;
+                kept += 1;
+                lines.push((
+                    labels.to_labels(),
+                    LogLine {
+                        timestamp_ns: e.timestamp_ns,
+                        line,
+                        stream_labels: labels.category_labels(Category::Stream),
+                        structured_metadata: labels.category_labels(Category::Metadata),
+                        parsed: labels.category_labels(Category::Parsed),
+                    },
+                ));
+            }
+            // Keep memory bounded by the limit: only the best `limit` lines can win.
+            if lines.len() > q.limit.saturating_mul(2).max(1024) {
+                trim(&mut lines, q);
+            }
         }
-        let base = LabelSet::from_stream(&stream_labels);
-        for e in &entries {
-            let Some((line, labels)) = run_entry(&pipeline, &base, e) else {
-                continue;
-            };
-            budget.add_samples(1)?;
-            lines.push((
-                labels.to_labels(),
-                LogLine {
-                    timestamp_ns: e.timestamp_ns,
-                    line,
-                    stream_labels: labels.category_labels(Category::Stream),
-                    structured_metadata: labels.category_labels(Category::Metadata),
-                    parsed: labels.category_labels(Category::Parsed),
-                },
-            ));
-        }
-        // Keep memory bounded by the limit: only the best `limit` lines can win.
-        if lines.len() > q.limit.saturating_mul(2).max(1024) {
-            trim(&mut lines, q);
+        // Every line of the slices not read yet is older (backward) or
+        // newer (forward) than all of these: with `limit` of them, done.
+        if lines.len() >= q.limit {
+            break;
         }
     }
     trim(&mut lines, q);
@@ -100,6 +111,67 @@ pub(super) fn eval_logs(
         streams[i].entries.push(line);
     }
     Ok(Value::Streams(streams))
+}
+
+/// The query's range in the order it is read, from the end backward
+/// (from the start forward): first 1/64 of it, then as far as the lines
+/// kept so far say `limit` lines will be reached (with a margin), at least
+/// doubling what was read, and all the rest when nothing was kept yet. A
+/// query that finds its lines near the reading end reads little; one that
+/// does not reads its range in two selections (pages across a slice
+/// boundary are read by both).
+struct Slices {
+    start_ns: i64,
+    end_ns: i64,
+    direction: Direction,
+    limit: u64,
+    span: i128,
+    /// Distance from the reading end covered so far.
+    done: i128,
+    finished: bool,
+}
+
+impl Slices {
+    fn new(q: &LogQuery) -> Slices {
+        Slices {
+            start_ns: q.start_ns,
+            end_ns: q.end_ns,
+            direction: q.direction,
+            limit: q.limit as u64,
+            span: (i128::from(q.end_ns) - i128::from(q.start_ns)).max(0),
+            done: 0,
+            finished: false,
+        }
+    }
+
+    /// The next `[start, end)` to read given the lines kept so far.
+    fn next(&mut self, kept: u64) -> Option<(i64, i64)> {
+        if self.finished {
+            return None;
+        }
+        let next = if self.done == 0 {
+            (self.span / 64).max(1)
+        } else if kept == 0 {
+            self.span
+        } else {
+            // Lines are assumed evenly spread: the distance for `limit` of
+            // them, plus a quarter.
+            let needed = self.done * i128::from(self.limit) / i128::from(kept) * 5 / 4;
+            needed.max(2 * self.done)
+        }
+        .min(self.span);
+        let (from, to) = (self.done, next);
+        self.done = next;
+        self.finished = next >= self.span;
+        let at = |d: i128| match self.direction {
+            Direction::Backward => (i128::from(self.end_ns) - d) as i64,
+            Direction::Forward => (i128::from(self.start_ns) + d) as i64,
+        };
+        Some(match self.direction {
+            Direction::Backward => (at(to), at(from)),
+            Direction::Forward => (at(from), at(to)),
+        })
+    }
 }
 
 fn trim(lines: &mut Vec<(Labels, LogLine)>, q: &LogQuery) {

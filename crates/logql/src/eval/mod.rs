@@ -454,6 +454,91 @@ mod tests {
         src
     }
 
+    /// A source that counts the entries it hands out.
+    struct Counting {
+        inner: MemorySource,
+        entries: std::sync::atomic::AtomicUsize,
+    }
+
+    impl LogSource for Counting {
+        fn select(
+            &self,
+            req: &crate::source::SelectRequest<'_>,
+        ) -> Result<crate::source::StreamIter<'_>, crate::source::SourceError> {
+            let streams: Vec<_> = self.inner.select(req)?.collect::<Result<_, _>>()?;
+            let n: usize = streams
+                .iter()
+                .map(|(_, e): &(Labels, Vec<LogEntry>)| e.len())
+                .sum();
+            self.entries.fetch_add(n, Ordering::Relaxed);
+            Ok(Box::new(streams.into_iter().map(Ok)))
+        }
+    }
+
+    #[test]
+    fn log_queries_read_from_the_reading_end_and_stop_at_the_limit() {
+        let mut inner = MemorySource::new();
+        let per_stream = 6_400i64;
+        for app in ["a", "b", "c"] {
+            let l = Labels::from_pairs([("app", app)]);
+            for k in 0..per_stream {
+                inner.push(
+                    &l,
+                    LogEntry {
+                        timestamp_ns: k * 1_000_000_000,
+                        line: format!("app={app} n={k} rare={}", k == 3_000),
+                        structured_metadata: Vec::new(),
+                    },
+                );
+            }
+        }
+        let src = Counting {
+            inner,
+            entries: 0.into(),
+        };
+        let ctx = QueryContext::default();
+        let run = |query: &str, direction: Direction, limit: usize| {
+            src.entries.store(0, Ordering::Relaxed);
+            let q = LogQuery {
+                start_ns: 0,
+                end_ns: per_stream * 1_000_000_000,
+                limit,
+                direction,
+            };
+            let Value::Streams(s) = Engine::default().logs(&src, query, &q, &ctx).unwrap() else {
+                panic!("not streams");
+            };
+            let mut ts: Vec<i64> = s
+                .iter()
+                .flat_map(|s| s.entries.iter().map(|e| e.timestamp_ns / 1_000_000_000))
+                .collect();
+            ts.sort_unstable();
+            (ts, src.entries.load(Ordering::Relaxed))
+        };
+        let all = 3 * per_stream as usize;
+        // Newest 100 lines: the last 34 seconds of three streams, read from
+        // the newest 1/64 of the range only.
+        let (ts, read) = run(r#"{app=~".+"} | logfmt | n >= 0"#, Direction::Backward, 100);
+        assert_eq!(ts.len(), 100);
+        assert_eq!(ts[0], per_stream - 34);
+        assert!(read * 32 < all, "read {read} of {all}");
+        let (ts, read) = run(r#"{app=~".+"} | logfmt"#, Direction::Forward, 100);
+        assert_eq!((ts.len(), ts[0], ts[99]), (100, 0, 33));
+        assert!(read * 32 < all, "read {read} of {all}");
+        // One line in 100: the first slice's matches say how far to read.
+        let (ts, read) = run(r#"{app=~".+"} |~ "n=[0-9]*00 ""#, Direction::Backward, 100);
+        assert_eq!((ts.len(), ts[0], ts[99]), (100, 3_000, 6_300));
+        assert!(read * 3 < all * 2, "read {read} of {all}");
+        // A filter that matches too few lines reads the whole range once.
+        let (ts, read) = run(
+            r#"{app=~".+"} | logfmt | rare="true""#,
+            Direction::Backward,
+            100,
+        );
+        assert_eq!(ts, vec![3_000, 3_000, 3_000]);
+        assert_eq!(read, all);
+    }
+
     #[test]
     fn log_query_keeps_categories_limit_and_direction() {
         let src = source();

@@ -19,6 +19,7 @@ use parquet::arrow::async_reader::{
 };
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::page_index::column_index::ColumnIndexMetaData;
 
 use super::blooms::PartBlooms;
 use super::part_write::LogPartError;
@@ -158,7 +159,58 @@ pub(crate) struct LogPartMeta {
     total_rows: usize,
     /// Rows per filter block when the part has block filters (v2).
     pub(crate) block_rows: Option<usize>,
+    /// The timestamp column's pages with their time bounds, from the page
+    /// index (empty when the part has none): rows of a stream on pages
+    /// wholly outside a query's range are not read.
+    ts_pages: Vec<TsPage>,
     approx_bytes: usize,
+}
+
+/// One page of the timestamp column: its first row in the part and the
+/// least and greatest timestamp on it.
+#[derive(Debug, Clone, Copy)]
+struct TsPage {
+    first_row: usize,
+    min_ns: i64,
+    max_ns: i64,
+}
+
+/// The timestamp column's pages in row order, or nothing when the page
+/// index is missing or incomplete (then no page is ruled out by time).
+fn timestamp_pages(meta: &ParquetMetaData) -> Vec<TsPage> {
+    let Some(column) = meta
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.path().string() == "timestamp")
+    else {
+        return Vec::new();
+    };
+    let Some(index) = meta.page_index() else {
+        return Vec::new();
+    };
+    let mut pages = Vec::new();
+    let mut group_first_row = 0usize;
+    for (g, group) in meta.row_groups().iter().enumerate() {
+        let (Some(ColumnIndexMetaData::INT64(bounds)), Some(offsets)) =
+            (index.column_index(g, column), index.offset_index(g, column))
+        else {
+            return Vec::new();
+        };
+        for (i, loc) in offsets.page_locations().iter().enumerate() {
+            let (Some(&min_ns), Some(&max_ns)) = (bounds.min_value(i), bounds.max_value(i)) else {
+                return Vec::new();
+            };
+            pages.push(TsPage {
+                first_row: group_first_row + loc.first_row_index.max(0) as usize,
+                min_ns,
+                max_ns,
+            });
+        }
+        group_first_row += group.num_rows().max(0) as usize;
+    }
+    pages
 }
 
 impl crate::index_cache::CacheWeight for LogPartMeta {
@@ -273,12 +325,14 @@ impl LogPartMeta {
         // the size of its serialised form, which the stream table dominates.
         let row_groups = meta.metadata().num_row_groups();
         let approx_bytes = 2 * table_json.len() + row_groups * 4096 + 4096;
+        let ts_pages = timestamp_pages(meta.metadata());
         Ok(LogPartMeta {
             name: name.to_string(),
             meta,
             streams,
             total_rows,
             block_rows,
+            ts_pages,
             approx_bytes,
         })
     }
@@ -323,7 +377,15 @@ impl LogPartMeta {
             let mut selected = 0;
             while row < end {
                 let block = row / block_rows;
-                let block_end = end.min(block.saturating_add(1).saturating_mul(block_rows));
+                let mut block_end = end.min(block.saturating_add(1).saturating_mul(block_rows));
+                // Rows on timestamp pages wholly outside the range are
+                // neither read nor counted: they are not in the query.
+                let (in_range, until) = self.pages_in_range(row, block_end, start_ns, end_ns);
+                if !in_range {
+                    row = until;
+                    continue;
+                }
+                block_end = until;
                 let keep = block_may_match(block, &s.labels);
                 plan.rows += (block_end - row) as u64;
                 if keep {
@@ -342,6 +404,40 @@ impl LogPartMeta {
             }
         }
         plan
+    }
+
+    /// Whether rows from `row` on may hold timestamps in `[start_ns,
+    /// end_ns)` by the timestamp pages' bounds, and up to which row (at most
+    /// `until`) that answer holds: a run of pages that all may, or all
+    /// cannot.
+    fn pages_in_range(
+        &self,
+        row: usize,
+        until: usize,
+        start_ns: i64,
+        end_ns: i64,
+    ) -> (bool, usize) {
+        let pages = &self.ts_pages;
+        if pages.is_empty() {
+            return (true, until);
+        }
+        // The page holding `row`: the last one starting at or before it.
+        let mut p = pages
+            .partition_point(|pg| pg.first_row <= row)
+            .saturating_sub(1);
+        let overlaps = |pg: &TsPage| pg.max_ns >= start_ns && pg.min_ns < end_ns;
+        let answer = overlaps(&pages[p]);
+        loop {
+            p += 1;
+            match pages.get(p) {
+                Some(pg) if pg.first_row < until => {
+                    if overlaps(pg) != answer {
+                        return (answer, pg.first_row);
+                    }
+                }
+                _ => return (answer, until),
+            }
+        }
     }
 
     /// Every column of the planned rows, batch by batch, for export (the

@@ -279,9 +279,7 @@ impl Storage {
             sel.part_bytes_fetched += fetched + n;
             for (labels, entries) in got? {
                 // Bytes were charged as the part was decoded.
-                if !by_stream.contains_key(&labels) {
-                    budget.charge_series()?;
-                }
+                budget.charge_stream(&labels)?;
                 by_stream.entry(labels).or_default().extend(entries);
             }
         }
@@ -295,7 +293,7 @@ impl Storage {
                 &mut scanned,
             );
             for (labels, entries) in got {
-                charge(budget, &by_stream, &labels, &entries)?;
+                charge(budget, &labels, &entries)?;
                 by_stream.entry(labels).or_default().extend(entries);
             }
         }
@@ -432,15 +430,8 @@ fn blooms_key(name: &PartName) -> String {
     )
 }
 
-fn charge(
-    budget: &ScanBudget,
-    seen: &HashMap<Labels, Vec<LogEntry>>,
-    labels: &Labels,
-    entries: &[LogEntry],
-) -> Result<(), StorageError> {
-    if !seen.contains_key(labels) {
-        budget.charge_series()?;
-    }
+fn charge(budget: &ScanBudget, labels: &Labels, entries: &[LogEntry]) -> Result<(), StorageError> {
+    budget.charge_stream(labels)?;
     let bytes: usize = entries.iter().map(super::head::entry_bytes).sum();
     budget.charge_bytes(bytes as u64)
 }
