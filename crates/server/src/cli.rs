@@ -223,8 +223,9 @@ pub struct Flags {
         global = true
     )]
     pub query_max_concurrent_per_tenant: Option<usize>,
-    /// Threads one query may use to read and decode series, and the size of
-    /// the shared pool of query threads (0 = one per core).
+    /// Threads one query may use to read and decode series (PromQL) or to
+    /// run a metric query's pipeline (LogQL), and the size of the shared
+    /// pool of PromQL query threads (0 = one per core).
     #[arg(
         long = "query.parallelism",
         env = "MIRU_QUERY_PARALLELISM",

@@ -129,7 +129,8 @@ pub struct QuerySection {
     /// Threads one query may use to read and decode the series of a
     /// selector and to compute range functions over them, and the size of
     /// the process-wide pool of query threads they come from (queries share
-    /// it); 0 = one per core.
+    /// it); also the threads a LogQL metric query runs its pipeline on (its
+    /// own, not the pool's); 0 = one per core.
     pub parallelism: usize,
     /// Live tails (`/loki/api/v1/tail`) one tenant may hold open at once
     /// (Loki's `max_concurrent_tail_requests`).

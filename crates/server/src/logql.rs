@@ -70,6 +70,7 @@ impl LogQlService {
             engine: Engine::new(EngineOptions {
                 max_series: cfg.max_series,
                 max_samples: cfg.max_samples,
+                parallelism: cfg.parallelism,
                 ..EngineOptions::default()
             }),
         }

@@ -37,6 +37,9 @@ pub struct EngineOptions {
     pub max_samples: usize,
     /// Steps a range query may have.
     pub max_steps: usize,
+    /// Threads a metric query may run its pipeline on (streams split among
+    /// them); 0 = one per core.
+    pub parallelism: usize,
 }
 
 impl Default for EngineOptions {
@@ -45,6 +48,7 @@ impl Default for EngineOptions {
             max_series: 500_000,
             max_samples: 50_000_000,
             max_steps: 11_000,
+            parallelism: 0,
         }
     }
 }
@@ -116,6 +120,15 @@ impl Budget {
             });
         }
         Ok(())
+    }
+
+    pub(crate) fn parallelism(&self) -> usize {
+        self.opts.parallelism
+    }
+
+    /// Samples the query may still read before its limit.
+    pub(crate) fn samples_left(&self) -> usize {
+        self.opts.max_samples.saturating_sub(self.samples)
     }
 
     pub(crate) fn add_samples(&mut self, n: usize) -> Result<(), QueryError> {
@@ -537,6 +550,67 @@ mod tests {
         );
         assert_eq!(ts, vec![3_000, 3_000, 3_000]);
         assert_eq!(read, all);
+    }
+
+    #[test]
+    fn metric_queries_give_the_same_answer_on_any_number_of_threads() {
+        let mut src = MemorySource::new();
+        // 7 streams of uneven sizes, 40k entries in all: above the size
+        // at which a selection is split among threads.
+        for (app, n) in [
+            ("a", 9_000),
+            ("b", 1),
+            ("c", 12_000),
+            ("d", 500),
+            ("e", 8_000),
+            ("f", 6_000),
+            ("g", 4_499),
+        ] {
+            let l = Labels::from_pairs([
+                ("app", app),
+                ("env", if n % 2 == 0 { "prod" } else { "dev" }),
+            ]);
+            for k in 0..n {
+                let line = if k % 997 == 0 {
+                    format!("level=warn took=oops path=/x{}", k % 5)
+                } else {
+                    format!("level=info took={}ms path=/x{}", k % 89, k % 5)
+                };
+                src.push(
+                    &l,
+                    LogEntry {
+                        timestamp_ns: i64::from(k) * 100_000_000,
+                        line,
+                        structured_metadata: Vec::new(),
+                    },
+                );
+            }
+        }
+        let ctx = QueryContext::default();
+        let run = |threads: usize, query: &str| {
+            Engine::new(EngineOptions {
+                parallelism: threads,
+                ..EngineOptions::default()
+            })
+            .range(&src, query, 0, 1_200_000_000_000, 60_000_000_000, &ctx)
+        };
+        for query in [
+            r#"sum by (path) (count_over_time({app=~".+"} | logfmt [2m]))"#,
+            r#"quantile_over_time(0.9, {env=~".+"} | logfmt | unwrap duration(took) | __error__="" [5m]) by (app, path)"#,
+            r#"sum by (app, __error__) (count_over_time({app=~".+"} | logfmt | took=~".*s" [5m]))"#,
+            r#"bytes_over_time({app=~"a|c|e"} |= "warn" [10m])"#,
+        ] {
+            let one = run(1, query);
+            assert!(one.is_ok(), "{query}: {one:?}");
+            for threads in [2, 3, 4] {
+                assert_eq!(run(threads, query), one, "{query} on {threads} threads");
+            }
+        }
+        // The first error is the one a single pass meets.
+        let q = r#"sum(sum_over_time({app=~".+"} | logfmt | unwrap duration(took) [5m]))"#;
+        let one = run(1, q);
+        assert!(one.is_err());
+        assert_eq!(run(3, q), one);
     }
 
     #[test]

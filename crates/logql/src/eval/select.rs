@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use miru_model::{Label, Labels, Matcher};
+use miru_model::{Label, Labels, LogEntry, Matcher};
 
 use super::{Budget, QueryContext};
 use crate::HashMap;
@@ -122,63 +122,51 @@ pub(super) fn select_samples(
         label_equals: &label_hints,
         lines_needed: bytes || log.stages.iter().any(reads_line),
     };
+    let streams: Vec<(Labels, Vec<LogEntry>)> = src.select(&req)?.collect::<Result<_, _>>()?;
+    let work = Extract {
+        pipeline: &pipeline,
+        agg,
+        post: &post,
+        bytes,
+        ctx,
+        allowance: budget.samples_left(),
+    };
+    // Streams are cut into contiguous runs of about equal entry counts, one
+    // per thread; merging the runs in order gives the series, their order
+    // and the first error exactly as one pass over the streams would.
+    let chunks = split_streams(&streams, threads_for(&streams, budget.parallelism()));
+    let locals: Vec<Result<Local, QueryError>> = if chunks.len() <= 1 {
+        vec![work.run(&streams)]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = chunks
+                .iter()
+                .map(|r| {
+                    let work = &work;
+                    let part = &streams[r.clone()];
+                    scope.spawn(move || work.run(part))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("BUG: sample extraction thread panicked"))
+                .collect()
+        })
+    };
     let mut by_labels: HashMap<Labels, usize> = HashMap::default();
     let mut out: Vec<RawSeries> = Vec::new();
-    for item in src.select(&req)? {
-        let (stream_labels, entries) = item?;
-        let base = LabelSet::from_stream(&stream_labels);
-        for (n, entry) in entries.iter().enumerate() {
-            if n % 1024 == 0
-                && ctx
-                    .cancel
-                    .as_ref()
-                    .is_some_and(|c| c.load(Ordering::Relaxed))
-            {
-                return Err(QueryError::Canceled);
-            }
-            let Some((line, mut labels)) = run_entry(&pipeline, &base, entry) else {
-                continue;
-            };
-            let value = match &agg.unwrap {
-                None if bytes => line.len() as f64,
-                None => 1.0,
-                Some(u) => {
-                    let Some(raw) = labels.get(&u.label).filter(|v| !v.is_empty()) else {
-                        continue;
-                    };
-                    let v = match convert(u.conversion, raw) {
-                        Ok(v) => v,
-                        Err(e) => {
-                            labels.set_error(EXTRACTION_ERR, e);
-                            0.0
-                        }
-                    };
-                    if !post.iter().all(|f| f.keep(&mut labels)) {
-                        continue;
-                    }
-                    labels.remove(&u.label);
-                    v
-                }
-            };
-            fail_on_error(&labels)?;
-            let mut l = labels.to_labels();
-            if let Some(g) = &agg.grouping {
-                l = group_labels(&l, g);
-            }
-            budget.add_samples(1)?;
-            let idx = match by_labels.get(&l) {
-                Some(i) => *i,
+    for local in locals {
+        let local = local?;
+        budget.add_samples(local.samples)?;
+        for series in local.series {
+            match by_labels.get(&series.labels) {
+                Some(&i) => out[i].points.extend(series.points),
                 None => {
                     budget.add_series(1)?;
-                    by_labels.insert(l.clone(), out.len());
-                    out.push(RawSeries {
-                        labels: l,
-                        points: Vec::new(),
-                    });
-                    out.len() - 1
+                    by_labels.insert(series.labels.clone(), out.len());
+                    out.push(series);
                 }
-            };
-            out[idx].points.push((entry.timestamp_ns, value));
+            }
         }
     }
     for s in &mut out {
@@ -190,4 +178,131 @@ pub(super) fn select_samples(
         |s| s.labels.get(ERROR_LABEL).is_some() || s.labels.get(ERROR_DETAILS_LABEL).is_some()
     ));
     Ok(out)
+}
+
+/// What one thread extracted from its run of streams: series in order of
+/// first appearance, and the samples counted.
+struct Local {
+    series: Vec<RawSeries>,
+    samples: usize,
+}
+
+/// The per-entry work of [`select_samples`], shared by its threads.
+struct Extract<'a> {
+    pipeline: &'a Pipeline,
+    agg: &'a RangeAgg,
+    post: &'a [label_filter::Compiled],
+    bytes: bool,
+    ctx: &'a QueryContext,
+    /// Samples the query may still take; a run stops past it.
+    allowance: usize,
+}
+
+impl Extract<'_> {
+    fn run(&self, streams: &[(Labels, Vec<LogEntry>)]) -> Result<Local, QueryError> {
+        let mut by_labels: HashMap<Labels, usize> = HashMap::default();
+        let mut local = Local {
+            series: Vec::new(),
+            samples: 0,
+        };
+        for (stream_labels, entries) in streams {
+            let base = LabelSet::from_stream(stream_labels);
+            for (n, entry) in entries.iter().enumerate() {
+                if n % 1024 == 0
+                    && self
+                        .ctx
+                        .cancel
+                        .as_ref()
+                        .is_some_and(|c| c.load(Ordering::Relaxed))
+                {
+                    return Err(QueryError::Canceled);
+                }
+                let Some((line, mut labels)) = run_entry(self.pipeline, &base, entry) else {
+                    continue;
+                };
+                let value = match &self.agg.unwrap {
+                    None if self.bytes => line.len() as f64,
+                    None => 1.0,
+                    Some(u) => {
+                        let Some(raw) = labels.get(&u.label).filter(|v| !v.is_empty()) else {
+                            continue;
+                        };
+                        let v = match convert(u.conversion, raw) {
+                            Ok(v) => v,
+                            Err(e) => {
+                                labels.set_error(EXTRACTION_ERR, e);
+                                0.0
+                            }
+                        };
+                        if !self.post.iter().all(|f| f.keep(&mut labels)) {
+                            continue;
+                        }
+                        labels.remove(&u.label);
+                        v
+                    }
+                };
+                fail_on_error(&labels)?;
+                let mut l = labels.to_labels();
+                if let Some(g) = &self.agg.grouping {
+                    l = group_labels(&l, g);
+                }
+                local.samples += 1;
+                if local.samples > self.allowance {
+                    // The merge adds this run's count and names the limit.
+                    return Ok(local);
+                }
+                let idx = match by_labels.get(&l) {
+                    Some(i) => *i,
+                    None => {
+                        by_labels.insert(l.clone(), local.series.len());
+                        local.series.push(RawSeries {
+                            labels: l,
+                            points: Vec::new(),
+                        });
+                        local.series.len() - 1
+                    }
+                };
+                local.series[idx].points.push((entry.timestamp_ns, value));
+            }
+        }
+        Ok(local)
+    }
+}
+
+/// Entries below which a selection is not worth a second thread.
+const PARALLEL_MIN_ENTRIES: usize = 16_384;
+
+/// Threads for a selection: `parallelism` (0: one per core), fewer for
+/// few streams, one for a small selection.
+fn threads_for(streams: &[(Labels, Vec<LogEntry>)], parallelism: usize) -> usize {
+    let entries: usize = streams.iter().map(|(_, e)| e.len()).sum();
+    if entries < PARALLEL_MIN_ENTRIES {
+        return 1;
+    }
+    let threads = match parallelism {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    threads.min(streams.len()).max(1)
+}
+
+/// Contiguous index ranges of `streams`, `n` at most, of about equal
+/// entry counts.
+fn split_streams(streams: &[(Labels, Vec<LogEntry>)], n: usize) -> Vec<std::ops::Range<usize>> {
+    let total: usize = streams.iter().map(|(_, e)| e.len()).sum();
+    let per = total.div_ceil(n.max(1)).max(1);
+    let mut out = Vec::with_capacity(n);
+    let (mut from, mut acc) = (0, 0);
+    for (i, (_, e)) in streams.iter().enumerate() {
+        acc += e.len();
+        if acc >= per && out.len() + 1 < n {
+            out.push(from..i + 1);
+            from = i + 1;
+            acc = 0;
+        }
+    }
+    if from < streams.len() {
+        out.push(from..streams.len());
+    }
+    out
 }

@@ -169,10 +169,16 @@ fn parse_doc(line: &str) -> Result<JVal, String> {
 
 /// Loki's label-name sanitizing: non-word characters become `_`, and a
 /// leading digit of the first segment gets a `_` prefix.
-pub(crate) fn sanitize_key(key: &str, first: bool) -> String {
+pub(crate) fn sanitize_key(key: &str, first: bool) -> std::borrow::Cow<'_, str> {
     let key = key.trim();
+    let valid = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let leading_digit = first && key.as_bytes().first().is_some_and(u8::is_ascii_digit);
+    // Most keys are already label names: no copy.
+    if !leading_digit && key.bytes().all(valid) {
+        return std::borrow::Cow::Borrowed(key);
+    }
     let mut out = String::with_capacity(key.len() + 1);
-    if first && key.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+    if leading_digit {
         out.push('_');
     }
     out.extend(key.chars().map(|c| {
@@ -182,13 +188,13 @@ pub(crate) fn sanitize_key(key: &str, first: bool) -> String {
             '_'
         }
     }));
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 fn flatten(prefix: &str, items: &[(String, JVal)], seen: &mut Vec<String>, labels: &mut LabelSet) {
     for (k, v) in items {
         let key = if prefix.is_empty() {
-            sanitize_key(k, true)
+            sanitize_key(k, true).into_owned()
         } else {
             format!("{prefix}_{}", sanitize_key(k, false))
         };

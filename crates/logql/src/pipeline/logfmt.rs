@@ -150,7 +150,7 @@ fn unescape(raw: &str) -> Option<String> {
 
 impl Logfmt {
     pub(crate) fn apply(&self, line: &str, labels: &mut LabelSet) {
-        let mut seen: Vec<String> = Vec::new();
+        let mut seen: Vec<std::borrow::Cow<'_, str>> = Vec::new();
         for p in pairs(line) {
             let (key, value) = match p {
                 Ok(kv) => kv,
@@ -166,7 +166,7 @@ impl Logfmt {
                 sanitize_key(key, true)
             } else {
                 match self.params.iter().find(|(_, k)| k == key) {
-                    Some((label, _)) => label.clone(),
+                    Some((label, _)) => std::borrow::Cow::Borrowed(label.as_str()),
                     None => continue,
                 }
             };
