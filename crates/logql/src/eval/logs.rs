@@ -1,8 +1,6 @@
 //! Log queries: the selected lines after the pipeline, `limit` of them in
 //! `direction` order, grouped into streams by their final labels.
 
-use std::sync::atomic::Ordering;
-
 use miru_model::Labels;
 
 use super::Budget;
@@ -61,13 +59,7 @@ pub(super) fn eval_logs(
         };
         for item in src.select(&req)? {
             let (stream_labels, entries) = item?;
-            if ctx
-                .cancel
-                .as_ref()
-                .is_some_and(|c| c.load(Ordering::Relaxed))
-            {
-                return Err(QueryError::Canceled);
-            }
+            ctx.check()?;
             let base = LabelSet::from_stream(&stream_labels);
             for e in &entries {
                 let Some((line, labels)) = run_entry(&pipeline, &base, e) else {

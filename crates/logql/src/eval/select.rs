@@ -2,8 +2,6 @@
 //! entry and turns the kept ones into samples (1 per line, its bytes, or
 //! the unwrapped value), grouped into series by their final labels.
 
-use std::sync::atomic::Ordering;
-
 use miru_model::{Label, Labels, LogEntry, Matcher};
 
 use super::{Budget, QueryContext};
@@ -208,14 +206,8 @@ impl Extract<'_> {
         for (stream_labels, entries) in streams {
             let base = LabelSet::from_stream(stream_labels);
             for (n, entry) in entries.iter().enumerate() {
-                if n % 1024 == 0
-                    && self
-                        .ctx
-                        .cancel
-                        .as_ref()
-                        .is_some_and(|c| c.load(Ordering::Relaxed))
-                {
-                    return Err(QueryError::Canceled);
+                if n % 1024 == 0 {
+                    self.ctx.check()?;
                 }
                 let Some((line, mut labels)) = run_entry(self.pipeline, &base, entry) else {
                     continue;
