@@ -49,10 +49,11 @@ fn main() -> anyhow::Result<()> {
 /// mimalloc asks for transparent huge pages on its arenas and gives freed
 /// ranges back to the kernel after a delay; every later touch of such a
 /// range faults in a fresh 2 MiB page that the kernel zeroes whole, even
-/// when a few KiB of it are used. Ingesting 470 MB of logs made ~20k such
-/// faults (~40 GB zeroed, 40 % of the server's CPU in `clear_page_erms`);
-/// with THP off for the process the same run takes 4 KiB faults only and
-/// the system time drops from 6–8 s to 2.5 s (see docs/benchmarks.md).
+/// when a few KiB of it are used. Ingesting 470 MB of logs made 20–29k
+/// page faults with 40 % of the server's CPU in `clear_page_erms` (if most
+/// were 2 MiB pages, up to ~40 GB zeroed: derived, not measured); with THP
+/// off for the process the same run takes ~380k 4 KiB faults and the
+/// system time drops from 6–8 s to 2.2–2.8 s (see docs/benchmarks.md).
 fn disable_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
