@@ -183,7 +183,6 @@ fn level_of(
         None
     };
     from_fields
-        .and_then(|v| normalize(&v))
         .or_else(|| keyword_level(line))
         .unwrap_or(UNKNOWN_LEVEL)
         .to_string()
@@ -194,11 +193,12 @@ fn is_json(line: &str) -> bool {
     t.starts_with('{') && t.ends_with('}')
 }
 
-/// The string value of a field named in `fields`: at the top level the
-/// field listed first wins; else the first nested object (document order,
-/// one level down) holding one. Read with a visitor that keeps nothing but
-/// that value: no tree of the line is built.
-fn json_level(line: &str, fields: &[String]) -> Option<String> {
+/// The level named by the string value of a field in `fields` (`None`
+/// when that value is no level name): at the top level the field listed
+/// first wins; else the first nested object (document order, one level
+/// down) holding one. Read with a visitor that keeps nothing but that
+/// level: no tree of the line is built, no string copied.
+fn json_level(line: &str, fields: &[String]) -> Option<&'static str> {
     // A key must appear verbatim in the text: most lines are not parsed.
     if !fields.iter().any(|f| line.contains(f.as_str())) {
         return None;
@@ -213,11 +213,12 @@ fn json_level(line: &str, fields: &[String]) -> Option<String> {
     )
     .ok()?;
     de.end().ok()?;
-    found.map(|(_, v)| v)
+    found.and_then(|(_, level)| level)
 }
 
-/// The value of the first logfmt key (case-insensitive) named in `fields`.
-fn logfmt_level(line: &str, fields: &[String]) -> Option<String> {
+/// The level named by the value of the first logfmt key (case-insensitive)
+/// named in `fields` (`None` when that value is no level name).
+fn logfmt_level(line: &str, fields: &[String]) -> Option<&'static str> {
     let b = line.as_bytes();
     let mut i = 0;
     while i < b.len() {
@@ -250,7 +251,7 @@ fn logfmt_level(line: &str, fields: &[String]) -> Option<String> {
             &line[start..i]
         };
         if fields.iter().any(|f| f.eq_ignore_ascii_case(key)) {
-            return Some(value.to_string());
+            return normalize(value);
         }
     }
     None
@@ -301,6 +302,10 @@ mod level_json {
 
     use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+    /// A field's value as a level: `None` when it names no known level
+    /// (the field still counts as found).
+    type Level = Option<&'static str>;
+
     /// Visitor methods answering `None` for arrays (skipped whole) and for
     /// every scalar but strings.
     macro_rules! skip_arrays_and_scalars {
@@ -335,19 +340,19 @@ mod level_json {
     }
 
     impl<'de> DeserializeSeed<'de> for Object<'_> {
-        type Value = Option<(usize, String)>;
+        type Value = Option<(usize, Level)>;
         fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
             d.deserialize_any(self)
         }
     }
 
     impl<'de> Visitor<'de> for Object<'_> {
-        type Value = Option<(usize, String)>;
+        type Value = Option<(usize, Level)>;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("any JSON value")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let (mut own, mut nested) = (None::<(usize, String)>, None);
+            let (mut own, mut nested) = (None::<(usize, Level)>, None);
             while let Some(key) = map.next_key_seed(Key(self.fields))? {
                 match key {
                     Some(i) if own.as_ref().is_none_or(|(j, _)| i < *j) => {
@@ -394,23 +399,23 @@ mod level_json {
         }
     }
 
-    /// A string value, or `None` for any other JSON value (skipped).
+    /// A string value's level, or `None` for any other JSON value (skipped).
     struct StringValue;
 
     impl<'de> DeserializeSeed<'de> for StringValue {
-        type Value = Option<String>;
+        type Value = Option<Level>;
         fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
             d.deserialize_any(self)
         }
     }
 
     impl<'de> Visitor<'de> for StringValue {
-        type Value = Option<String>;
+        type Value = Option<Level>;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("any JSON value")
         }
         fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(Some(v.to_string()))
+            Ok(Some(super::normalize(v)))
         }
         fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
             IgnoredAny.visit_map(map).map(|_| None)
