@@ -226,6 +226,25 @@ def same_result(a, b):
     return True
 
 
+def first_difference(a, b):
+    """Where result a first differs from b, in words (for the report)."""
+    if a[0] != b[0] or a[0] == "error":
+        return f"{a[0]} vs {b[0]}"
+    if len(a[1]) != len(b[1]):
+        return f"{len(a[1])} vs {len(b[1])} series"
+    for (la, pa), (lb, pb) in zip(a[1], b[1]):
+        if la != lb:
+            return f"series {dict(la)} vs {dict(lb)}"
+        if len(pa) != len(pb):
+            return f"{dict(la)}: {len(pa)} vs {len(pb)} points"
+        for i, ((ta, va), (tb, vb)) in enumerate(zip(pa, pb)):
+            if ta != tb:
+                return f"{dict(la)}: point {i} at {ta} vs {tb}"
+            if va != vb and not (va != va and vb != vb) and abs(va - vb) > 1e-9 * max(abs(va), abs(vb), 1e-9):
+                return f"{dict(la)}: point {i} of {len(pa)} (t={ta}) {va!r} vs {vb!r}"
+    return "equal"
+
+
 def series_count(peer):
     """Series visible through the series API over the last 3 hours (-1 if the query fails)."""
     now = time.time()
@@ -421,10 +440,21 @@ def render_queries(results, args):
             lines.append(f"- {name} error: {e}")
     if prom and "miru" in results and results["miru"] and prom[0]["queries"]:
         pq = prom[0]["queries"]
-        diffs = [f"{k} `{q}`" for (k, q), (_, res) in results["miru"][0]["queries"].items()
+        diffs = [f"{k} `{q}` (first difference, miru vs Prometheus: {first_difference(res, pq[(k, q)][1])})"
+                 for (k, q), (_, res) in results["miru"][0]["queries"].items()
                  if (k, q) in pq and not same_result(res, pq[(k, q)][1])]
         if diffs:
             lines += ["", "miru results that differ from Prometheus': " + "; ".join(diffs)]
+    names = [n for n in per_system]
+    lines += ["", "Per query, median of the runs (ms), " + " / ".join(names) + ":", "",
+              "| query | instant | range |", "|---|---|---|"]
+    for q in QUERY_SUITE:
+        cells = []
+        for kind in ("instant", "range"):
+            ms = [results[n][0]["queries"].get((kind, q)) for n in names]
+            cells.append(" / ".join(f"{statistics.median(m[0]) * 1000:.1f}" if m else "–" for m in ms))
+        cell = q.replace("|", "\\|")
+        lines.append(f"| `{cell}` | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
 
