@@ -9,8 +9,8 @@ use super::select::{check_selector, run_entry};
 use crate::HashMap;
 use crate::error::QueryError;
 use crate::pipeline::labels::{Category, LabelSet};
-use crate::pipeline::{Pipeline, label_filter_hints, line_filter_hints};
-use crate::source::{LogSource, SelectRequest};
+use crate::pipeline::{Pipeline, SelectionHints};
+use crate::source::LogSource;
 use crate::syntax::ast::LogExpr;
 use crate::value::{LogLine, Stream, Value};
 
@@ -42,21 +42,13 @@ pub(super) fn eval_logs(
 ) -> Result<Value, QueryError> {
     check_selector(&log.matchers)?;
     let pipeline = Pipeline::for_log(log).map_err(QueryError::Invalid)?;
-    let hints = line_filter_hints(log);
-    let label_hints = label_filter_hints(log);
+    let hints = SelectionHints::of(log);
     let mut lines: Vec<(Labels, LogLine)> = Vec::new();
     let mut slices = Slices::new(q);
     // Lines that passed the pipeline, before trimming to the limit.
     let mut kept = 0u64;
     while let Some((start_ns, end_ns)) = slices.next(kept) {
-        let req = SelectRequest {
-            matchers: &log.matchers,
-            start_ns,
-            end_ns,
-            line_filters: &hints,
-            label_equals: &label_hints,
-            lines_needed: true,
-        };
+        let req = hints.request(log, start_ns, end_ns, true);
         for item in src.select(&req)? {
             let (stream_labels, entries) = item?;
             ctx.check()?;

@@ -8,8 +8,8 @@ use super::{Budget, QueryContext};
 use crate::HashMap;
 use crate::error::{QueryError, series_text};
 use crate::pipeline::labels::{ERROR_DETAILS_LABEL, ERROR_LABEL, LabelSet};
-use crate::pipeline::{Pipeline, label_filter, label_filter_hints, line_filter_hints};
-use crate::source::{LogSource, SelectRequest};
+use crate::pipeline::{Pipeline, SelectionHints, label_filter};
+use crate::source::LogSource;
 use crate::syntax::ast::{Conversion, Grouping, LogExpr, RangeAgg, RangeOp, Stage};
 use crate::syntax::literals::{go_duration_error, parse_bytes, parse_go_duration, parse_go_float};
 
@@ -104,22 +104,19 @@ pub(super) fn select_samples(
             .map_err(QueryError::Invalid)?,
         None => Vec::new(),
     };
-    let hints = line_filter_hints(log);
-    let label_hints = label_filter_hints(log);
     let start_ns = first_ns
         .saturating_sub(agg.offset_ns)
         .saturating_sub(agg.range_ns)
         .saturating_add(1);
     let end_ns = last_ns.saturating_sub(agg.offset_ns).saturating_add(1);
     let bytes = matches!(agg.op, RangeOp::BytesOverTime | RangeOp::BytesRate);
-    let req = SelectRequest {
-        matchers: &log.matchers,
+    let hints = SelectionHints::of(log);
+    let req = hints.request(
+        log,
         start_ns,
         end_ns,
-        line_filters: &hints,
-        label_equals: &label_hints,
-        lines_needed: bytes || log.stages.iter().any(reads_line),
-    };
+        bytes || log.stages.iter().any(reads_line),
+    );
     let streams: Vec<(Labels, Vec<LogEntry>)> = src.select(&req)?.collect::<Result<_, _>>()?;
     let work = Extract {
         pipeline: &pipeline,

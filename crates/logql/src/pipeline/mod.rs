@@ -213,11 +213,45 @@ fn label_format(fmts: &[LabelFmtC], ts_ns: i64, line: &str, labels: &mut LabelSe
     }
 }
 
+/// What a log selector tells a source besides its matchers: the hints of
+/// its pipeline, computed once per query and lent to every request.
+pub struct SelectionHints {
+    lines: Vec<String>,
+    labels: Vec<(String, String)>,
+}
+
+impl SelectionHints {
+    pub fn of(log: &LogExpr) -> Self {
+        SelectionHints {
+            lines: line_filter_hints(log),
+            labels: label_filter_hints(log),
+        }
+    }
+
+    /// The request for `log`'s streams over `[start_ns, end_ns)`.
+    pub fn request<'a>(
+        &'a self,
+        log: &'a LogExpr,
+        start_ns: i64,
+        end_ns: i64,
+        lines_needed: bool,
+    ) -> crate::source::SelectRequest<'a> {
+        crate::source::SelectRequest {
+            matchers: &log.matchers,
+            start_ns,
+            end_ns,
+            line_filters: &self.lines,
+            label_equals: &self.labels,
+            lines_needed,
+        }
+    }
+}
+
 /// Pairs every entry of the result carries as a stream label or as
 /// structured metadata: `name="value"` label filters (alone or joined by
 /// `and`/`,`) before any stage that adds, renames or drops labels. A
 /// source may use them to skip data; the pipeline applies them anyway.
-pub fn label_filter_hints(log: &LogExpr) -> Vec<(String, String)> {
+fn label_filter_hints(log: &LogExpr) -> Vec<(String, String)> {
     use crate::syntax::ast::LabelFilter;
     fn equalities(f: &LabelFilter, out: &mut Vec<(String, String)>) {
         match f {
@@ -249,7 +283,7 @@ pub fn label_filter_hints(log: &LogExpr) -> Vec<(String, String)> {
 
 /// Literal substrings every line must contain: the single-operand `|=`
 /// filters that come before any stage that can change the line.
-pub fn line_filter_hints(log: &LogExpr) -> Vec<String> {
+fn line_filter_hints(log: &LogExpr) -> Vec<String> {
     use crate::syntax::ast::{FilterValue, LineOp};
     let mut out = Vec::new();
     for s in &log.stages {
