@@ -212,22 +212,12 @@ def normalise(body):
 
 
 def same_result(a, b):
-    if a[0] != b[0] or a[0] == "error":
-        return False
-    if len(a[1]) != len(b[1]):
-        return False
-    for (la, pa), (lb, pb) in zip(a[1], b[1]):
-        if la != lb or len(pa) != len(pb):
-            return False
-        for (ta, va), (tb, vb) in zip(pa, pb):
-            if ta != tb: return False
-            if va != vb and not (va != va and vb != vb) and abs(va - vb) > 1e-9 * max(abs(va), abs(vb), 1e-9):
-                return False
-    return True
+    return first_difference(a, b) is None
 
 
 def first_difference(a, b):
-    """Where result a first differs from b, in words (for the report)."""
+    """Where result a first differs from b, in words (for the report); None
+    when they are equal (values within a relative 1e-9, NaN equal to NaN)."""
     if a[0] != b[0] or a[0] == "error":
         return f"{a[0]} vs {b[0]}"
     if len(a[1]) != len(b[1]):
@@ -242,7 +232,7 @@ def first_difference(a, b):
                 return f"{dict(la)}: point {i} at {ta} vs {tb}"
             if va != vb and not (va != va and vb != vb) and abs(va - vb) > 1e-9 * max(abs(va), abs(vb), 1e-9):
                 return f"{dict(la)}: point {i} of {len(pa)} (t={ta}) {va!r} vs {vb!r}"
-    return "equal"
+    return None
 
 
 def series_count(peer):
