@@ -8,11 +8,12 @@
 //! stops at its limit instead of after loading everything. Matchers go
 //! through the postings of the head and of each part's (cached) index.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
 use miru_model::{
     Exemplar, HistogramSample, Labels, Matcher, MetricMetadata, Sample, TenantId, matches_all,
 };
@@ -126,6 +127,9 @@ enum Cursor {
         /// The last decompressed block: a part's series are stored in
         /// label order, so consecutive series mostly share it.
         block: Option<(u32, Vec<u8>)>,
+        /// Blocks fetched ahead (compressed, ascending), for the series
+        /// after the current one: see [`READ_AHEAD_BYTES`].
+        ahead: VecDeque<(u32, Bytes)>,
     },
     /// The float or (`histograms`) the histogram series of a generation.
     Frozen {
@@ -140,6 +144,13 @@ enum Cursor {
         at: usize,
     },
 }
+
+/// Compressed bytes of a part's blocks fetched in one request when a scan
+/// needs a block it does not hold: the blocks its next series need, up to
+/// this much (at least one). A block per request costs a round trip on an
+/// object store and two thread hand-offs on the local one, more than
+/// decoding a sparse selection's chunks.
+const READ_AHEAD_BYTES: u64 = 4 << 20;
 
 /// Fewest series (in the largest source) worth a shard of their own: below
 /// this, a thread costs more than it saves.
@@ -219,6 +230,7 @@ impl Cursor {
                 positions: positions.split_off(*at + keep),
                 at: 0,
                 block: None,
+                ahead: VecDeque::new(),
             },
             Cursor::Frozen {
                 frozen,
@@ -257,6 +269,7 @@ impl Cursor {
                 positions,
                 at,
                 block,
+                ahead,
             } => {
                 let (f0, h0) = (dst.0.len(), dst.1.len());
                 // A series may have a float and a histogram entry; the
@@ -268,9 +281,20 @@ impl Cursor {
                         break;
                     }
                     if block.as_ref().is_none_or(|(b, _)| *b != s.block) {
-                        let raw =
-                            storage.observe("get", reader.read_block(index, s.block).await)?;
-                        *block = Some((s.block, raw));
+                        while ahead.front().is_some_and(|(b, _)| *b < s.block) {
+                            ahead.pop_front();
+                        }
+                        if ahead.front().is_none_or(|(b, _)| *b != s.block) {
+                            let wanted = blocks_ahead(index, &positions[*at..]);
+                            let fetched = storage
+                                .observe("get", reader.fetch_blocks(index, &wanted).await)?;
+                            *ahead = wanted.into_iter().zip(fetched).collect();
+                        }
+                        let (b, compressed) = ahead.pop_front().expect("BUG: block just fetched");
+                        let raw = reader
+                            .decompress_block(index, b, &compressed)
+                            .map_err(StorageError::from)?;
+                        *block = Some((b, raw));
                     }
                     let (_, raw) = block.as_ref().expect("BUG: block just loaded");
                     let chunk = raw
@@ -311,6 +335,26 @@ impl Cursor {
             }
         }
     }
+}
+
+/// The distinct blocks the entries at `positions` need, in order, up to
+/// [`READ_AHEAD_BYTES`] of compressed bytes (at least the first). A part's
+/// entries are stored in position order, so their blocks ascend.
+fn blocks_ahead(index: &PartIndex, positions: &[usize]) -> Vec<u32> {
+    let mut blocks: Vec<u32> = Vec::new();
+    let mut bytes = 0;
+    for &p in positions {
+        let b = index.series[p].block;
+        if blocks.last() == Some(&b) {
+            continue;
+        }
+        if !blocks.is_empty() && bytes + index.block_len(b) > READ_AHEAD_BYTES {
+            break;
+        }
+        bytes += index.block_len(b);
+        blocks.push(b);
+    }
+    blocks
 }
 
 fn append_or_move<T>(dst: &mut Vec<T>, mut src: Vec<T>) {
@@ -379,12 +423,15 @@ impl Storage {
 
     /// The decoded index of a part, through the index cache.
     async fn part_index(&self, p: &PartReader) -> Result<Arc<PartIndex>, StorageError> {
+        // Counted as a store read only when it is one (not a cache hit).
         let index = self
             .inner
             .index_cache
-            .get(p.name.key(), || p.read_index())
+            .get(p.name.key(), || async {
+                self.observe("get", p.read_index().await)
+            })
             .await;
-        Ok(self.observe("get", index)?)
+        Ok(index?)
     }
 
     /// Bytes the part index cache holds.
@@ -467,6 +514,7 @@ impl Storage {
                     positions,
                     at: 0,
                     block: None,
+                    ahead: VecDeque::new(),
                 });
             }
         }
