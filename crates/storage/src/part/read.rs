@@ -182,7 +182,7 @@ impl PartReader {
         if compressed.len() as u64 != b.len || crc32fast::hash(compressed) != b.crc {
             return Err(self.corrupt(format!("block {block} checksum mismatch")));
         }
-        zstd::bulk::decompress(compressed, b.raw_len as usize)
+        decompress(compressed, b.raw_len as usize)
             .map_err(|e| self.corrupt(format!("block {block} decompression: {e}")))
     }
 
@@ -193,6 +193,25 @@ impl PartReader {
             .copied()
             .ok_or_else(|| self.corrupt(format!("series refers to missing block {block}")))
     }
+}
+
+thread_local! {
+    /// One zstd decompression context per thread, reused: creating one per
+    /// block was ~3 % of a range query's CPU.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `zstd::bulk::decompress` through this thread's reused context.
+fn decompress(compressed: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let d = match slot.as_mut() {
+            Some(d) => d,
+            None => slot.insert(zstd::bulk::Decompressor::new()?),
+        };
+        d.decompress(compressed, capacity)
+    })
 }
 
 /// Decodes one chunk of the given kind straight onto the caller's sample
