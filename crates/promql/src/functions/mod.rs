@@ -4,6 +4,7 @@
 
 mod histograms;
 mod range;
+mod regression;
 
 pub(crate) use histograms::almost_equal;
 pub(crate) use range::range_function_rows;

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use miru_model::{CounterResetHint, FloatHistogram, Labels};
 
+use super::regression::{TimeSumsCache, fit, linear_regression};
 use super::{absent_labels, kahan_inc, metric_name, quantile};
 use crate::QueryError;
 use crate::SeriesShard;
@@ -306,6 +307,8 @@ struct Batch {
     present: Vec<bool>,
     annos: Annotations,
     end: Result<(), QueryError>,
+    /// `predict_linear`'s time sums per step, for the next series.
+    time_sums: TimeSumsCache,
 }
 
 struct RowOut {
@@ -324,6 +327,7 @@ impl RangeJob<'_> {
             present: vec![false; self.g.len()],
             annos: Annotations::default(),
             end: Ok(()),
+            time_sums: TimeSumsCache::default(),
         }
     }
 
@@ -426,6 +430,21 @@ impl RangeJob<'_> {
                 params: &step_params,
                 no_float_drops,
             };
+            if self.name == "predict_linear" {
+                // As the kernel computes it, with the time sums of the
+                // series before when its window had the same times.
+                if regression_ready(&step, &mut b.annos) {
+                    let (slope, intercept) = fit(floats, &b.time_sums.get(i, floats, ts));
+                    let d = step_params.first().copied().unwrap_or(0.0);
+                    produced_float = true;
+                    points.push(Point {
+                        step: i as u32,
+                        f: slope * d + intercept,
+                        h: None,
+                    });
+                }
+                continue;
+            }
             if let Some((f, h)) = kernel(self.name, &step, &mut b.annos)? {
                 produced_float |= h.is_none();
                 points.push(Point {
@@ -824,40 +843,6 @@ fn sum_hists(s: &Step<'_>, a: &mut Annotations, avg: bool) -> Out {
     histo(h)
 }
 
-/// Least-squares fit; returns slope and the value at `intercept_time`.
-fn linear_regression(samples: &[(i64, f64)], intercept_time: i64) -> (f64, f64) {
-    let (mut n, mut sx, mut cx, mut sy, mut cy, mut sxy, mut cxy, mut sx2, mut cx2) =
-        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-    let init_y = samples[0].1;
-    let mut const_y = true;
-    for (i, &(t, v)) in samples.iter().enumerate() {
-        if const_y && i > 0 && v != init_y {
-            const_y = false;
-        }
-        n += 1.0;
-        let x = (t - intercept_time) as f64 / 1e3;
-        (sx, cx) = kahan_inc(x, sx, cx);
-        (sy, cy) = kahan_inc(v, sy, cy);
-        (sxy, cxy) = kahan_inc(x * v, sxy, cxy);
-        (sx2, cx2) = kahan_inc(x * x, sx2, cx2);
-    }
-    if const_y {
-        if init_y.is_infinite() {
-            return (f64::NAN, f64::NAN);
-        }
-        return (0.0, init_y);
-    }
-    sx += cx;
-    sy += cy;
-    sxy += cxy;
-    sx2 += cx2;
-    let cov = sxy - sx * sy / n;
-    let var = sx2 - sx * sx / n;
-    let slope = cov / var;
-    let intercept = sy / n - slope * sx / n;
-    (slope, intercept)
-}
-
 fn changes_or_resets(s: &Step<'_>, resets: bool) -> Out {
     // Merge floats and histograms in time order.
     let (mut i, mut j) = (0, 0);
@@ -1171,13 +1156,5 @@ mod tests {
         // Raw increase 5 plus 20 for the reset; samples touch both window
         // edges, so nothing is extrapolated.
         assert!((inc - 25.0).abs() < 1e-9, "{inc}");
-    }
-
-    #[test]
-    fn regression_slope() {
-        let samples = vec![(0, 1.0), (1000, 3.0), (2000, 5.0)];
-        let (slope, intercept) = linear_regression(&samples, 0);
-        assert!((slope - 2.0).abs() < 1e-12);
-        assert!((intercept - 1.0).abs() < 1e-12);
     }
 }
