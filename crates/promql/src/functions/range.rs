@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use miru_model::{CounterResetHint, FloatHistogram, Labels};
 
-use super::regression::{TimeSumsCache, fit, linear_regression};
+use super::regression::{TimeSumsCache, fit};
 use super::{absent_labels, kahan_inc, metric_name, quantile};
 use crate::QueryError;
 use crate::SeriesShard;
@@ -37,6 +37,8 @@ struct Step<'a> {
     /// Known: no float in the window is below its predecessor, so a
     /// counter needs no reset correction (see `range_function_rows`).
     no_float_drops: bool,
+    /// The step's position in the query's grid.
+    index: usize,
 }
 
 fn float(v: f64) -> Out {
@@ -307,7 +309,7 @@ struct Batch {
     present: Vec<bool>,
     annos: Annotations,
     end: Result<(), QueryError>,
-    /// `predict_linear`'s time sums per step, for the next series.
+    /// `deriv`'s and `predict_linear`'s time sums per step, for the next series.
     time_sums: TimeSumsCache,
 }
 
@@ -429,23 +431,9 @@ impl RangeJob<'_> {
                 pos: self.pos,
                 params: &step_params,
                 no_float_drops,
+                index: i,
             };
-            if self.name == "predict_linear" {
-                // As the kernel computes it, with the time sums of the
-                // series before when its window had the same times.
-                if regression_ready(&step, &mut b.annos) {
-                    let (slope, intercept) = fit(floats, &b.time_sums.get(i, floats, ts));
-                    let d = step_params.first().copied().unwrap_or(0.0);
-                    produced_float = true;
-                    points.push(Point {
-                        step: i as u32,
-                        f: slope * d + intercept,
-                        h: None,
-                    });
-                }
-                continue;
-            }
-            if let Some((f, h)) = kernel(self.name, &step, &mut b.annos)? {
+            if let Some((f, h)) = kernel(self.name, &step, &mut b.annos, &mut b.time_sums)? {
                 produced_float |= h.is_none();
                 points.push(Point {
                     step: i as u32,
@@ -551,7 +539,14 @@ fn regression_ready(s: &Step<'_>, a: &mut Annotations) -> bool {
     s.floats.len() >= 2
 }
 
-fn kernel(name: &str, s: &Step<'_>, a: &mut Annotations) -> Result<Out, QueryError> {
+/// One step of a range function. `time_sums` carries the regressions'
+/// time sums from series to series (see `regression.rs`).
+fn kernel(
+    name: &str,
+    s: &Step<'_>,
+    a: &mut Annotations,
+    time_sums: &mut TimeSumsCache,
+) -> Result<Out, QueryError> {
     Ok(match name {
         "rate" => extrapolated_rate(s, a, true, true),
         "increase" => extrapolated_rate(s, a, true, false),
@@ -562,7 +557,8 @@ fn kernel(name: &str, s: &Step<'_>, a: &mut Annotations) -> Result<Out, QueryErr
             if !regression_ready(s, a) {
                 return Ok(None);
             }
-            let (slope, _) = linear_regression(s.floats, s.floats[0].0);
+            let intercept_time = s.floats[0].0;
+            let (slope, _) = fit(s.floats, &time_sums.get(s.index, s.floats, intercept_time));
             float(slope)
         }
         "predict_linear" => {
@@ -570,7 +566,7 @@ fn kernel(name: &str, s: &Step<'_>, a: &mut Annotations) -> Result<Out, QueryErr
                 return Ok(None);
             }
             let d = s.params.first().copied().unwrap_or(0.0);
-            let (slope, intercept) = linear_regression(s.floats, s.ts);
+            let (slope, intercept) = fit(s.floats, &time_sums.get(s.index, s.floats, s.ts));
             float(slope * d + intercept)
         }
         "changes" => changes_or_resets(s, false),
@@ -1124,6 +1120,7 @@ mod tests {
             pos: Pos::default(),
             params: &[],
             no_float_drops: false,
+            index: 0,
         }
     }
 

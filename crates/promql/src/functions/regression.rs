@@ -52,11 +52,13 @@ impl TimeSums {
 
 /// Least-squares fit of `samples` (at least one); returns the slope and
 /// the value at `intercept_time`.
+#[cfg(test)]
 pub(crate) fn linear_regression(samples: &[(i64, f64)], intercept_time: i64) -> (f64, f64) {
     fit(samples, &TimeSums::new(samples, intercept_time))
 }
 
-/// The fit of `samples` whose times gave `t`.
+/// The least-squares fit of `samples` (at least one) whose times gave `t`:
+/// the slope and the value at `t`'s intercept time.
 pub(crate) fn fit(samples: &[(i64, f64)], t: &TimeSums) -> (f64, f64) {
     debug_assert_eq!(samples.len(), t.xs.len());
     let (mut n, mut sy, mut cy, mut sxy, mut cxy) = (0.0, 0.0, 0.0, 0.0, 0.0);
