@@ -330,7 +330,9 @@ pub(crate) async fn post(
                 .collect();
             Outcome::Rejected(format!("{st} {}", first.trim()))
         }
-        Err(e) => Outcome::Rejected(format!("transport: {e}")),
+        // With its causes ("connection closed before message completed",
+        // "connection reset", …): reqwest's own text names only the URL.
+        Err(e) => Outcome::Rejected(format!("transport: {:#}", anyhow::Error::from(e))),
     }
 }
 
