@@ -145,11 +145,13 @@ enum Cursor {
     },
 }
 
-/// Compressed bytes of a part's blocks fetched in one request when a scan
-/// needs a block it does not hold: the blocks its next series need, up to
-/// this much (at least one). A block per request costs a round trip on an
-/// object store and two thread hand-offs on the local one, more than
-/// decoding a sparse selection's chunks.
+/// Compressed bytes of part blocks one scan shard fetches ahead, shared
+/// among its part cursors: when a cursor needs a block it does not hold,
+/// it fetches the blocks its next series need in one request, up to its
+/// share (at least one block). A block per request costs a round trip on
+/// an object store and two thread hand-offs on the local one, more than
+/// decoding a sparse selection's chunks; shared, so a scan over many parts
+/// holds no more than this (plus a block per part) however many there are.
 const READ_AHEAD_BYTES: u64 = 4 << 20;
 
 /// Fewest series (in the largest source) worth a shard of their own: below
@@ -263,6 +265,7 @@ impl Cursor {
         labels: &Labels,
         mint: i64,
         maxt: i64,
+        read_ahead: u64,
         dst: &mut (Vec<Sample>, Vec<HistogramSample>),
     ) -> Result<u64, StorageError> {
         let in_range = |t: i64| t >= mint && t <= maxt;
@@ -289,7 +292,7 @@ impl Cursor {
                             ahead.pop_front();
                         }
                         if ahead.front().is_none_or(|(b, _)| *b != s.block) {
-                            let wanted = blocks_ahead(index, &positions[*at..]);
+                            let wanted = blocks_ahead(index, &positions[*at..], read_ahead);
                             let fetched = storage
                                 .observe("get", reader.fetch_blocks(index, &wanted).await)?;
                             *ahead = wanted.into_iter().zip(fetched).collect();
@@ -342,9 +345,9 @@ impl Cursor {
 }
 
 /// The distinct blocks the entries at `positions` need, in order, up to
-/// [`READ_AHEAD_BYTES`] of compressed bytes (at least the first). A part's
-/// entries are stored in position order, so their blocks ascend.
-fn blocks_ahead(index: &PartIndex, positions: &[usize]) -> Vec<u32> {
+/// `max_bytes` of compressed bytes (at least the first). A part's entries
+/// are stored in position order, so their blocks ascend.
+fn blocks_ahead(index: &PartIndex, positions: &[usize], max_bytes: u64) -> Vec<u32> {
     let mut blocks: Vec<u32> = Vec::new();
     let mut bytes = 0;
     for &p in positions {
@@ -352,7 +355,7 @@ fn blocks_ahead(index: &PartIndex, positions: &[usize]) -> Vec<u32> {
         if blocks.last() == Some(&b) {
             continue;
         }
-        if !blocks.is_empty() && bytes + index.block_len(b) > READ_AHEAD_BYTES {
+        if !blocks.is_empty() && bytes + index.block_len(b) > max_bytes {
             break;
         }
         bytes += index.block_len(b);
@@ -564,6 +567,11 @@ impl Storage {
         mut visit: impl FnMut(SeriesSamples) -> ControlFlow<()>,
     ) -> Result<(), StorageError> {
         let mut cursors = shard.cursors;
+        let parts = cursors
+            .iter()
+            .filter(|c| matches!(c, Cursor::Part { .. }))
+            .count();
+        let read_ahead = READ_AHEAD_BYTES / parts.max(1) as u64;
         let mut at_min = Vec::with_capacity(cursors.len());
         // Series of one scan hold similar numbers of samples: start each
         // with room for as many as the previous one.
@@ -599,7 +607,7 @@ impl Storage {
             let mut bytes = 0;
             for &i in &at_min {
                 bytes += cursors[i]
-                    .take(self, &labels, mint, maxt, &mut samples)
+                    .take(self, &labels, mint, maxt, read_ahead, &mut samples)
                     .await?;
             }
             let (mut floats, mut hists) = samples;
