@@ -45,7 +45,10 @@ impl Postings {
     /// Ascending ids of series that may match all `matchers`: the
     /// intersection over every matcher that cannot match a missing label.
     /// `None` when no matcher narrows the set (every series is a candidate).
-    /// Callers still test each candidate against all matchers.
+    /// Those matchers are applied exactly (no list holds an empty value, so
+    /// a series is in a matcher's lists if and only if it matches), and
+    /// callers test the candidates against the others only: see
+    /// [`unapplied`].
     pub(crate) fn candidates(&self, matchers: &[Matcher]) -> Option<Vec<u32>> {
         // Equality first: one list each, usually the most selective.
         let mut narrowing: Vec<&Matcher> = matchers.iter().filter(|m| !m.matches_empty()).collect();
@@ -96,6 +99,15 @@ impl Postings {
             .map(|v| v.values().map(|l| l.len() * 4 + 48).sum::<usize>() + 48)
             .sum()
     }
+}
+
+/// The matchers [`Postings::candidates`] leaves to the caller: those that
+/// match the empty string, and so also select series lacking the label.
+/// Testing candidates against these alone gives exactly the series that
+/// match all `matchers` (re-testing the others was ~4 % of a range query
+/// over several parts, a label lookup per matcher, series and part).
+pub(crate) fn unapplied(matchers: &[Matcher]) -> Vec<&Matcher> {
+    matchers.iter().filter(|m| m.matches_empty()).collect()
 }
 
 /// The ids in both ascending lists. Gallops through the longer list when
@@ -174,6 +186,59 @@ mod tests {
     }
 
     proptest! {
+        /// Candidates tested against the unapplied matchers only are
+        /// exactly the series matching every matcher.
+        #[test]
+        fn candidates_and_unapplied_select_exactly_the_matches(
+            series in proptest::collection::vec(
+                (0usize..3, proptest::option::of(0usize..3), proptest::option::of(0usize..2)),
+                1..40,
+            ),
+            picks in proptest::collection::vec((0usize..3, 0usize..4, 0usize..4), 1..4),
+        ) {
+            let values = ["", "a", "b", "ab"];
+            let all: Vec<Labels> = series
+                .iter()
+                .map(|&(n, job, env)| {
+                    let mut pairs = vec![("__name__", ["up", "rps", "x"][n])];
+                    if let Some(j) = job {
+                        pairs.push(("job", ["a", "b", "ab"][j]));
+                    }
+                    if let Some(e) = env {
+                        pairs.push(("env", ["a", "b"][e]));
+                    }
+                    labels(&pairs)
+                })
+                .collect();
+            let mut p = Postings::default();
+            for (id, l) in all.iter().enumerate() {
+                p.add(l, id as u32);
+            }
+            let ops = [MatchOp::Equal, MatchOp::NotEqual, MatchOp::Regex, MatchOp::NotRegex];
+            let matchers: Vec<Matcher> = picks
+                .iter()
+                .map(|&(name, op, v)| {
+                    let value = if ops[op] == MatchOp::Regex || ops[op] == MatchOp::NotRegex {
+                        ["", "a|", "a.*", "b"][v]
+                    } else {
+                        values[v]
+                    };
+                    Matcher::new(["__name__", "job", "env"][name], ops[op], value).unwrap()
+                })
+                .collect();
+            let want: Vec<u32> = (0..all.len() as u32)
+                .filter(|&id| miru_model::matches_all(&matchers, &all[id as usize]))
+                .collect();
+            let rest = unapplied(&matchers);
+            let got: Vec<u32> = p
+                .candidates(&matchers)
+                .unwrap_or_else(|| (0..all.len() as u32).collect())
+                .into_iter()
+                .filter(|&id| rest.iter().all(|m| m.matches(&all[id as usize])))
+                .collect();
+            prop_assert_eq!(got, want);
+        }
+
         #[test]
         fn intersect_is_set_intersection(
             a in proptest::collection::btree_set(0u32..2000, 0..300),

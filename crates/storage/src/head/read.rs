@@ -6,6 +6,7 @@ use miru_model::{Exemplar, HistogramSample, Labels, Matcher, MetricMetadata, Sam
 
 use super::{Frozen, HashSet, TenantHead};
 use crate::StorageError;
+use crate::postings::unapplied;
 use crate::scan::{ScanBudget, samples_bytes};
 
 /// The head's share of a scan (see [`TenantHead::select_for_scan`]).
@@ -18,10 +19,14 @@ pub(crate) struct HeadSelection {
 impl TenantHead {
     /// Ids of series matching all matchers, ascending.
     pub(crate) fn select_ids(&self, matchers: &[Matcher]) -> Vec<u32> {
+        let rest = unapplied(matchers);
         let mut out: Vec<u32> = match self.postings.candidates(matchers) {
             Some(c) => c
                 .into_iter()
-                .filter(|id| matches_all(matchers, &self.series[id].labels))
+                .filter(|id| {
+                    let labels = &self.series[id].labels;
+                    rest.iter().all(|m| m.matches(labels))
+                })
                 .collect(),
             None => self
                 .series

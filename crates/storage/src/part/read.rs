@@ -1,12 +1,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use miru_model::{HistogramSample, Label, Labels, Matcher, Sample, matches_all};
+use miru_model::{HistogramSample, Label, Labels, Matcher, Sample};
 use object_store::{ObjectStore, ObjectStoreExt, path::Path};
 
 use super::{ChunkKind, FOOTER_LEN, PART_MAGIC, PART_VERSION, PartError, PartName, decode_chunk};
 use crate::codec::{CodecError, Reader};
-use crate::postings::Postings;
+use crate::postings::{Postings, unapplied};
 
 /// Largest index accepted when decompressing (guards against corrupt sizes).
 const MAX_INDEX_BYTES: u64 = 4 << 30;
@@ -236,8 +236,9 @@ impl PartIndex {
     /// Positions of series matching all matchers and overlapping the
     /// range, ascending (so in label order).
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<usize> {
+        let rest = unapplied(matchers);
         let keep = |s: &IndexedSeries| {
-            s.min_ts <= maxt && s.max_ts >= mint && matches_all(matchers, &s.labels)
+            s.min_ts <= maxt && s.max_ts >= mint && rest.iter().all(|m| m.matches(&s.labels))
         };
         match self.postings.candidates(matchers) {
             Some(ids) => ids
