@@ -13,6 +13,7 @@ mod otlp;
 pub mod params;
 mod prom;
 mod query;
+mod query_json;
 mod status;
 
 use std::sync::Arc;

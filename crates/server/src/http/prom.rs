@@ -370,42 +370,16 @@ pub(super) async fn raw(
     success(json!({"resultType": "matrix", "result": result}))
 }
 
-/// A native histogram as Prometheus' API encodes it: count and sum as
-/// strings, and every non-empty bucket as `[boundary_rule, lower, upper,
-/// count]`.
+/// A native histogram as Prometheus' API encodes it (see
+/// [`super::query_json::HistogramJson`]).
 pub(super) fn histogram_json(h: &miru_model::FloatHistogram) -> Value {
-    let mut m = serde_json::Map::new();
-    m.insert("count".into(), Value::String(format_value(h.count)));
-    m.insert("sum".into(), Value::String(format_value(h.sum)));
-    let buckets: Vec<Value> = h
-        .buckets()
-        .iter()
-        .map(|b| {
-            json!([
-                b.boundary_rule(),
-                format_value(b.lower),
-                format_value(b.upper),
-                format_value(b.count)
-            ])
-        })
-        .collect();
-    if !buckets.is_empty() {
-        m.insert("buckets".into(), Value::Array(buckets));
-    }
-    Value::Object(m)
+    serde_json::to_value(super::query_json::HistogramJson(h))
+        .expect("BUG: a histogram is always valid JSON")
 }
 
-/// Prometheus' string form of a sample value.
+/// Prometheus' string form of a sample value (`NaN`, `+Inf`, `-Inf`, …).
 pub(super) fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
-    }
+    super::query_json::PromFloat(v).to_string()
 }
 
 #[cfg(test)]

@@ -14,13 +14,12 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use miru_model::Labels;
-use miru_promql::{PointValue, QueryError, QueryResult, Value as PromValue};
+use miru_promql::{QueryError, QueryResult};
 use serde_json::{Value, json};
 
 use super::params::{parse_duration_param, selector_matchers};
 use super::prom::{
-    ReadRequest, api_error, bad, format_value, histogram_json, labels_json, range, read_request,
-    success,
+    ReadRequest, api_error, bad, format_value, labels_json, range, read_request, success,
 };
 use crate::app::App;
 use crate::query::QueryKind;
@@ -103,82 +102,9 @@ fn seconds(t_ms: i64) -> Value {
     json!(t_ms as f64 / 1000.0)
 }
 
-fn point_json(t: i64, v: &PointValue) -> (&'static str, Value) {
-    match v {
-        PointValue::Float(f) => ("value", json!([seconds(t), format_value(*f)])),
-        PointValue::Histogram(h) => ("histogram", json!([seconds(t), histogram_json(h)])),
-    }
-}
-
-/// `data` of a successful query: `resultType` and `result` as Prometheus
-/// encodes them.
-fn result_json(r: &QueryResult) -> Value {
-    let (kind, result) = match &r.value {
-        PromValue::Scalar { t, v } => ("scalar", json!([seconds(*t), format_value(*v)])),
-        PromValue::String { t, s } => ("string", json!([seconds(*t), s])),
-        PromValue::Vector(v) => (
-            "vector",
-            Value::Array(
-                v.iter()
-                    .map(|s| {
-                        let (key, point) = point_json(s.t, &s.value);
-                        let mut m = serde_json::Map::new();
-                        m.insert("metric".into(), labels_json(&s.labels));
-                        m.insert(key.into(), point);
-                        Value::Object(m)
-                    })
-                    .collect(),
-            ),
-        ),
-        PromValue::Matrix(m) => (
-            "matrix",
-            Value::Array(
-                m.iter()
-                    .map(|s| {
-                        let mut o = serde_json::Map::new();
-                        o.insert("metric".into(), labels_json(&s.labels));
-                        if !s.floats.is_empty() {
-                            o.insert(
-                                "values".into(),
-                                s.floats
-                                    .iter()
-                                    .map(|(t, v)| json!([seconds(*t), format_value(*v)]))
-                                    .collect(),
-                            );
-                        }
-                        if !s.histograms.is_empty() {
-                            o.insert(
-                                "histograms".into(),
-                                s.histograms
-                                    .iter()
-                                    .map(|(t, h)| json!([seconds(*t), histogram_json(h)]))
-                                    .collect(),
-                            );
-                        }
-                        Value::Object(o)
-                    })
-                    .collect(),
-            ),
-        ),
-    };
-    json!({"resultType": kind, "result": result})
-}
-
 fn respond(req: &ReadRequest, r: QueryResult) -> Response {
-    let mut data = result_json(&r);
-    if req.params.get("stats").is_some() {
-        data["stats"] = json!({
-            "samples": {"totalQueryableSamples": r.samples_scanned}
-        });
-    }
-    let mut body = json!({"status": "success", "data": data});
-    if !r.warnings.is_empty() {
-        body["warnings"] = json!(r.warnings);
-    }
-    if !r.infos.is_empty() {
-        body["infos"] = json!(r.infos);
-    }
-    axum::Json(body).into_response()
+    let stats = req.params.get("stats").is_some();
+    axum::Json(super::query_json::Answer { result: &r, stats }).into_response()
 }
 
 /// `GET|POST /api/v1/query`
