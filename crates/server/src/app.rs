@@ -187,8 +187,10 @@ async fn shutdown_signal() {
     }
 }
 
-/// Cuts the head on schedule (or when it is large), then compacts and
-/// applies retention on the compaction interval.
+/// Cuts the head on schedule (or when it is large), merges a level as soon
+/// as a cut fills it to the fan-in (so queries do not read through many
+/// small parts until the next interval), and on the compaction interval
+/// merges settled days and applies retention.
 async fn maintenance_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     let tick = Duration::from_secs(1);
     let mut last_flush = Instant::now();
@@ -200,6 +202,8 @@ async fn maintenance_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         }
         let storage = &app.storage;
         let interval = app.cfg.storage.flush_interval;
+        // A scheduled cut wrote parts, which may fill a level.
+        let mut parts_cut = false;
         if last_flush.elapsed() >= interval
             || storage.head_samples() >= app.cfg.storage.max_head_samples
             || storage.log_head_bytes() >= app.cfg.storage.max_head_log_bytes
@@ -207,16 +211,19 @@ async fn maintenance_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         {
             last_flush = Instant::now();
             match storage.flush().await {
-                Ok(s) => tracing::info!(
-                    parts = s.parts_flushed,
-                    idle_series_removed = s.series_removed_idle,
-                    "head cut into parts"
-                ),
+                Ok(s) => {
+                    tracing::info!(
+                        parts = s.parts_flushed,
+                        idle_series_removed = s.series_removed_idle,
+                        "head cut into parts"
+                    );
+                    parts_cut = s.parts_flushed > 0;
+                }
                 Err(e) => tracing::error!(error = %e, "head cut failed"),
             }
         }
-        if last_compaction.elapsed() >= app.cfg.storage.compaction_interval {
-            last_compaction = Instant::now();
+        let on_interval = last_compaction.elapsed() >= app.cfg.storage.compaction_interval;
+        if on_interval || parts_cut {
             match storage.compact().await {
                 Ok(s) if s.parts_written > 0 => tracing::info!(
                     merged = s.parts_merged,
@@ -226,6 +233,9 @@ async fn maintenance_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "compaction failed"),
             }
+        }
+        if on_interval {
+            last_compaction = Instant::now();
             let limits = app.limits.clone();
             let retention = move |t: &miru_model::TenantId| {
                 let days = limits.for_tenant(t).retention_period_days;

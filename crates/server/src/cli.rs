@@ -93,7 +93,8 @@ pub struct Flags {
     /// How often the in-memory head is cut into parts, e.g. 10m.
     #[arg(long = "storage.flush-interval", env = "MIRU_FLUSH_INTERVAL", value_parser = dur, global = true)]
     pub flush_interval: Option<Duration>,
-    /// How often compaction and retention run, e.g. 1m.
+    /// How often settled days are merged and retention runs, e.g. 1m (a
+    /// level that a scheduled cut fills is merged right away).
     #[arg(long = "storage.compaction-interval", env = "MIRU_COMPACTION_INTERVAL", value_parser = dur, global = true)]
     pub compaction_interval: Option<Duration>,
     /// Object store backend for parts: filesystem or s3 (gcs and azure through the config file).

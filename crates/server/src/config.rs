@@ -77,7 +77,8 @@ pub struct StorageSection {
     /// counting as active).
     #[serde(with = "serde_duration")]
     pub series_idle_timeout: Duration,
-    /// How often compaction and retention run.
+    /// How often settled days are merged and retention runs (a level
+    /// that a scheduled cut fills to the fan-in is merged right away).
     #[serde(with = "serde_duration")]
     pub compaction_interval: Duration,
     /// Parts of one level merged together.

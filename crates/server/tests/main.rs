@@ -9,6 +9,7 @@ mod harness;
 
 mod bad_input;
 mod cli;
+mod compaction;
 mod durability;
 mod export_logs;
 mod limits;
