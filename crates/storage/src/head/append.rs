@@ -186,7 +186,14 @@ impl TenantHead {
                 new_series.push(id);
             }
             let window = limits.out_of_order_window_ms;
-            let buf = self.active.entry(id).or_default();
+            // A series write carries floats or histograms, rarely both: the
+            // other map is not touched (an entry made and removed again per
+            // series and push was a measurable share of ingest).
+            let floats_sent = !samples.is_empty();
+            let buf = match floats_sent {
+                false => &mut Vec::new(),
+                true => self.active.entry(id).or_default(),
+            };
             for s in samples {
                 let bits = s.value.to_bits();
                 let fate = classify(
@@ -220,10 +227,15 @@ impl TenantHead {
                 samples_rec.push((id, s));
                 out.samples_accepted += 1;
             }
-            if buf.is_empty() {
+            // Only an entry this write made can be empty here.
+            if floats_sent && buf.is_empty() {
                 self.active.remove(&id);
             }
-            let hbuf = self.active_histograms.entry(id).or_default();
+            let histograms_sent = !histograms.is_empty();
+            let hbuf = match histograms_sent {
+                false => &mut Vec::new(),
+                true => self.active_histograms.entry(id).or_default(),
+            };
             for h in histograms {
                 let fate = classify(
                     st,
@@ -255,7 +267,7 @@ impl TenantHead {
                 hbuf.push(h);
                 out.histograms_accepted += 1;
             }
-            if hbuf.is_empty() {
+            if histograms_sent && hbuf.is_empty() {
                 self.active_histograms.remove(&id);
             }
             for e in exemplars {
@@ -439,6 +451,30 @@ mod tests {
         let (_, o) = h.append(other, LIMITS, 1, 0);
         assert_eq!(o.rejected, vec![(RejectReason::SeriesLimit, 1)]);
         assert!(o.first_error.unwrap().1.contains("series limit of 1"));
+    }
+
+    #[test]
+    fn writes_without_samples_of_a_kind_keep_what_the_head_holds() {
+        let mut h = TenantHead::new(TenantId::anonymous());
+        h.append(batch(&[(10, 1.0), (20, 2.0)]), LIMITS, 1, 0);
+        // No floats (only an exemplar): the held floats stay.
+        let mut b = batch(&[]);
+        b.series[0].exemplars = vec![Exemplar {
+            labels: Labels::from_pairs([("trace_id", "abc")]),
+            value: 1.0,
+            timestamp_ms: 25,
+        }];
+        let (_, o) = h.append(b, LIMITS, 1, 0);
+        assert_eq!(o.exemplars_accepted, 1);
+        let id = h.by_labels[&Labels::from_pairs([("__name__", "m")])];
+        assert_eq!(h.active[&id].len(), 2);
+        assert!(!h.active_histograms.contains_key(&id));
+        // Every sample rejected in a fresh head: no empty entry is left.
+        let mut fresh = TenantHead::new(TenantId::anonymous());
+        fresh.append(batch(&[(30, 1.0)]), LIMITS, 1, 0);
+        fresh.active.clear();
+        fresh.append(batch(&[(20, 1.0)]), LIMITS, 1, 0);
+        assert!(fresh.active.is_empty(), "{:?}", fresh.active);
     }
 
     #[test]

@@ -60,25 +60,33 @@ impl TenantHead {
         let mut active = Vec::new();
         if self.active_samples > 0 && self.active_min_ts <= maxt && self.active_max_ts >= mint {
             let in_range = |t: i64| t >= mint && t <= maxt;
+            // Dashboards mostly ask for windows that hold the whole head:
+            // then every sample is copied as is, without testing each.
+            let all_in_range = in_range(self.active_min_ts) && in_range(self.active_max_ts);
+            let any_histograms = !self.active_histograms.is_empty();
             let mut ids = self.select_ids(matchers);
             self.sort_by_labels(&mut ids);
             for id in ids {
-                let floats: Vec<Sample> = self
-                    .active
-                    .get(&id)
-                    .map_or(&[][..], Vec::as_slice)
-                    .iter()
-                    .filter(|s| in_range(s.timestamp_ms))
-                    .copied()
-                    .collect();
-                let hists: Vec<HistogramSample> = self
-                    .active_histograms
-                    .get(&id)
-                    .map_or(&[][..], Vec::as_slice)
-                    .iter()
-                    .filter(|s| in_range(s.timestamp_ms))
-                    .cloned()
-                    .collect();
+                let floats: Vec<Sample> = match self.active.get(&id) {
+                    None => Vec::new(),
+                    Some(v) if all_in_range => v.clone(),
+                    Some(v) => v
+                        .iter()
+                        .filter(|s| in_range(s.timestamp_ms))
+                        .copied()
+                        .collect(),
+                };
+                let hists: Vec<HistogramSample> = match any_histograms {
+                    false => Vec::new(),
+                    true => self
+                        .active_histograms
+                        .get(&id)
+                        .map_or(&[][..], Vec::as_slice)
+                        .iter()
+                        .filter(|s| in_range(s.timestamp_ms))
+                        .cloned()
+                        .collect(),
+                };
                 if floats.is_empty() && hists.is_empty() {
                     continue;
                 }
