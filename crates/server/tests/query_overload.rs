@@ -53,15 +53,22 @@ fn loadgen(s: &Server, start_ms: i64, span: &str) -> serde_json::Value {
     serde_json::from_str(stdout.lines().last().unwrap_or("{}")).expect("loadgen JSON summary")
 }
 
-fn assert_clean(summary: &serde_json::Value) {
-    assert_eq!(
-        summary["accepted_samples"], summary["sent_samples"],
-        "ingestion saw errors: {summary}"
-    );
-    assert!(
-        summary["errors"].as_object().is_none_or(|e| e.is_empty()),
-        "ingestion saw errors: {summary}"
-    );
+/// Fails, with the server's warnings and panics, when a push failed.
+fn assert_clean(s: &Server, summary: &serde_json::Value) {
+    let clean = summary["accepted_samples"] == summary["sent_samples"]
+        && summary["errors"].as_object().is_none_or(|e| e.is_empty());
+    if !clean {
+        let log = s.log();
+        let notable: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("panicked"))
+            .collect();
+        panic!(
+            "ingestion saw errors: {summary}\nserver warnings ({} lines):\n{}",
+            notable.len(),
+            notable[notable.len().saturating_sub(40)..].join("\n")
+        );
+    }
 }
 
 #[test]
@@ -85,7 +92,7 @@ fn heavy_queries_over_a_million_series_stay_bounded_while_ingesting() {
     // Two scrapes of a million series, a minute ago.
     let t0 = (now_ms() / 15_000) * 15_000 - 120_000;
     let first = loadgen(&s, t0, "30s");
-    assert_clean(&first);
+    assert_clean(&s, &first);
     assert_eq!(first["accepted_samples"], 2 * SERIES as u64);
     let baseline = rss_bytes(s.pid());
 
@@ -156,7 +163,7 @@ fn heavy_queries_over_a_million_series_stay_bounded_while_ingesting() {
             ingest.join().unwrap()
         })
     };
-    assert_clean(&ingest);
+    assert_clean(&s, &ingest);
     assert_eq!(ingest["accepted_samples"], 2 * SERIES as u64);
 
     let peak = sampler.stop();
