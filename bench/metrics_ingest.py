@@ -67,6 +67,20 @@ def wait_http(url, proc, timeout=60):
     raise RuntimeError(f"{url} not ready after {timeout}s")
 
 
+def wait_idle(pid, max_wait=180.0, window=2.0, busy=0.05):
+    """Waits until the process uses under `busy` of a core over `window`
+    seconds (its background flushes and merges done), at most `max_wait`
+    seconds; returns the seconds waited. Every system gets the same rule, so
+    queries measure a settled store, not one still merging what it was sent."""
+    t0 = time.time()
+    while time.time() - t0 < max_wait:
+        c0 = cpu_seconds(pid)
+        time.sleep(window)
+        if (cpu_seconds(pid) - c0) / window < busy:
+            break
+    return time.time() - t0
+
+
 def version(cmd):
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
@@ -272,6 +286,7 @@ def run_one(cls, args):
         time.sleep(10)
         steady = rss_bytes(p.proc.pid)
         n = series_count(p)
+        settle_s = wait_idle(p.proc.pid)
         # Every system holds the same samples (same seed, same absolute
         # start), so the same query window gives comparable answers.
         end_s = (args.start_s + span_seconds(args.span)) // 60 * 60
@@ -284,7 +299,7 @@ def run_one(cls, args):
             "cpu_s_per_M": (cpu1 - cpu0) / (acc / 1e6) if acc else float("nan"),
             "peak_rss": peak, "steady_rss": steady, "rss_per_series": steady / args.series,
             "series_seen": n, "bytes_at_rest": size, "bytes_per_sample": size / acc if acc else float("nan"),
-            "persist_method": method, "queries": queries,
+            "persist_method": method, "queries": queries, "settle_s": settle_s,
         }
     finally:
         p.stop()
@@ -380,6 +395,12 @@ def render(results, args):
     return "\n".join(lines)
 
 
+def settled(results):
+    """How long each system took to go idle before its queries, per round."""
+    return "; ".join(f"{name} " + ", ".join(f"{r.get('settle_s', 0):.0f} s" for r in rs)
+                     for name, rs in results.items() if rs)
+
+
 def render_queries(results, args):
     """Latency per system over the suite (median and p90 of all runs of all
     queries, instant and range apart), and result equality with Prometheus."""
@@ -387,9 +408,10 @@ def render_queries(results, args):
         return None
     cmd = "python3 bench/metrics_ingest.py " + " ".join(sys.argv[1:])
     lines = [
-        f"Same run as above (`{cmd}`), after ingestion, before flushing: {len(QUERY_SUITE)} dashboard and alert queries "
+        f"Same run as above (`{cmd}`), after ingestion, once each server is idle (under 5 % of a core over 2 s: its "
+        f"background flushes and merges done; waited {settled(results)}), before flushing: {len(QUERY_SUITE)} dashboard and alert queries "
         f"(listed in `bench/metrics_ingest.py`, `QUERY_SUITE`), each as an instant query at the end of the data and as a "
-        f"range query over the last hour at a 60 s step, {args.query_reps} times in a row, one at a time, over HTTP POST.",
+        f"range query over the last hour at a 60 s step, {args.query_reps} times in a row, one at a time, over HTTP POST, in each of the {args.rounds} round(s) (latencies of all rounds pooled).",
         "",
         "Every system holds the same samples (same seed, same absolute start time), so answers are compared "
         "point by point with Prometheus' (relative tolerance 1e-9). Samples sit 7 s off the minute grid so that "
@@ -404,7 +426,9 @@ def render_queries(results, args):
     per_system = {}
     for name, rs in results.items():
         if not rs or not rs[0]["queries"]: continue
-        qs = rs[0]["queries"]
+        # Latencies of every round pooled; results from the first round.
+        qs = {key: ([x for r in rs for x in r["queries"].get(key, ([], None))[0]], res)
+              for key, (_, res) in rs[0]["queries"].items()}
         inst = sorted(x for (k, _), (lat, _) in qs.items() if k == "instant" for x in lat)
         rng = sorted(x for (k, _), (lat, _) in qs.items() if k == "range" for x in lat)
         total = sum(statistics.median(lat) for lat, _ in qs.values())
@@ -441,8 +465,8 @@ def render_queries(results, args):
     for q in QUERY_SUITE:
         cells = []
         for kind in ("instant", "range"):
-            ms = [results[n][0]["queries"].get((kind, q)) for n in names]
-            cells.append(" / ".join(f"{statistics.median(m[0]) * 1000:.1f}" if m else "–" for m in ms))
+            ms = [[x for r in results[n] for x in r["queries"].get((kind, q), ([], None))[0]] for n in names]
+            cells.append(" / ".join(f"{statistics.median(m) * 1000:.1f}" if m else "–" for m in ms))
         cell = q.replace("|", "\\|")
         lines.append(f"| `{cell}` | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
