@@ -395,6 +395,11 @@ def render(results, args):
     return "\n".join(lines)
 
 
+def pooled(rounds, key):
+    """Latencies of one (kind, query) over every round of a system."""
+    return [x for r in rounds for x in r["queries"].get(key, ([], None))[0]]
+
+
 def settled(results):
     """How long each system took to go idle before its queries, per round."""
     return "; ".join(f"{name} " + ", ".join(f"{r.get('settle_s', 0):.0f} s" for r in rs)
@@ -427,8 +432,7 @@ def render_queries(results, args):
     for name, rs in results.items():
         if not rs or not rs[0]["queries"]: continue
         # Latencies of every round pooled; results from the first round.
-        qs = {key: ([x for r in rs for x in r["queries"].get(key, ([], None))[0]], res)
-              for key, (_, res) in rs[0]["queries"].items()}
+        qs = {key: (pooled(rs, key), res) for key, (_, res) in rs[0]["queries"].items()}
         inst = sorted(x for (k, _), (lat, _) in qs.items() if k == "instant" for x in lat)
         rng = sorted(x for (k, _), (lat, _) in qs.items() if k == "range" for x in lat)
         total = sum(statistics.median(lat) for lat, _ in qs.values())
@@ -465,7 +469,7 @@ def render_queries(results, args):
     for q in QUERY_SUITE:
         cells = []
         for kind in ("instant", "range"):
-            ms = [[x for r in results[n] for x in r["queries"].get((kind, q), ([], None))[0]] for n in names]
+            ms = [pooled(results[n], (kind, q)) for n in names]
             cells.append(" / ".join(f"{statistics.median(m) * 1000:.1f}" if m else "–" for m in ms))
         cell = q.replace("|", "\\|")
         lines.append(f"| `{cell}` | {cells[0]} | {cells[1]} |")

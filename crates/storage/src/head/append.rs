@@ -187,88 +187,97 @@ impl TenantHead {
             }
             let window = limits.out_of_order_window_ms;
             // A series write carries floats or histograms, rarely both: the
-            // other map is not touched (an entry made and removed again per
-            // series and push was a measurable share of ingest).
-            let floats_sent = !samples.is_empty();
-            let buf = match floats_sent {
-                false => &mut Vec::new(),
-                true => self.active.entry(id).or_default(),
-            };
-            for s in samples {
-                let bits = s.value.to_bits();
-                let fate = classify(
-                    st,
-                    s.timestamp_ms,
-                    |st| st.last_histogram.is_none() && st.last_value_bits == bits,
-                    || recently_written(buf, s.timestamp_ms, |x| x.value.to_bits() == bits),
-                    window,
-                );
-                match fate {
-                    Fate::Accept { newest } => {
-                        if newest {
-                            st.max_ts = s.timestamp_ms;
-                            st.last_value_bits = bits;
-                            st.last_histogram = None;
+            // map of the other kind is not touched (an entry made and removed
+            // again per series and push was a measurable share of ingest).
+            if !samples.is_empty() {
+                let buf = self.active.entry(id).or_default();
+                for s in samples {
+                    let bits = s.value.to_bits();
+                    let fate = classify(
+                        st,
+                        s.timestamp_ms,
+                        |st| st.last_histogram.is_none() && st.last_value_bits == bits,
+                        || recently_written(buf, s.timestamp_ms, |x| x.value.to_bits() == bits),
+                        window,
+                    );
+                    match fate {
+                        Fate::Accept { newest } => {
+                            if newest {
+                                st.max_ts = s.timestamp_ms;
+                                st.last_value_bits = bits;
+                                st.last_histogram = None;
+                            }
+                        }
+                        Fate::Resend => {
+                            out.samples_deduplicated += 1;
+                            continue;
+                        }
+                        Fate::Reject(reason) => {
+                            out.reject(reason, 1, || {
+                                reject_message(
+                                    reason,
+                                    i,
+                                    &labels,
+                                    s.timestamp_ms,
+                                    st.max_ts,
+                                    window,
+                                )
+                            });
+                            continue;
                         }
                     }
-                    Fate::Resend => {
-                        out.samples_deduplicated += 1;
-                        continue;
-                    }
-                    Fate::Reject(reason) => {
-                        out.reject(reason, 1, || {
-                            reject_message(reason, i, &labels, s.timestamp_ms, st.max_ts, window)
-                        });
-                        continue;
-                    }
+                    buf.push(s);
+                    span = (span.0.min(s.timestamp_ms), span.1.max(s.timestamp_ms));
+                    samples_rec.push((id, s));
+                    out.samples_accepted += 1;
                 }
-                buf.push(s);
-                span = (span.0.min(s.timestamp_ms), span.1.max(s.timestamp_ms));
-                samples_rec.push((id, s));
-                out.samples_accepted += 1;
+                if buf.is_empty() {
+                    self.active.remove(&id);
+                }
             }
-            // Only an entry this write made can be empty here.
-            if floats_sent && buf.is_empty() {
-                self.active.remove(&id);
-            }
-            let histograms_sent = !histograms.is_empty();
-            let hbuf = match histograms_sent {
-                false => &mut Vec::new(),
-                true => self.active_histograms.entry(id).or_default(),
-            };
-            for h in histograms {
-                let fate = classify(
-                    st,
-                    h.timestamp_ms,
-                    |st| st.last_histogram.as_ref() == Some(&h.histogram),
-                    || recently_written(hbuf, h.timestamp_ms, |x| x.histogram == h.histogram),
-                    window,
-                );
-                match fate {
-                    Fate::Accept { newest } => {
-                        if newest {
-                            st.max_ts = h.timestamp_ms;
-                            st.last_histogram = Some(Arc::clone(&h.histogram));
+            if !histograms.is_empty() {
+                let hbuf = self.active_histograms.entry(id).or_default();
+                for h in histograms {
+                    let fate = classify(
+                        st,
+                        h.timestamp_ms,
+                        |st| st.last_histogram.as_ref() == Some(&h.histogram),
+                        || recently_written(hbuf, h.timestamp_ms, |x| x.histogram == h.histogram),
+                        window,
+                    );
+                    match fate {
+                        Fate::Accept { newest } => {
+                            if newest {
+                                st.max_ts = h.timestamp_ms;
+                                st.last_histogram = Some(Arc::clone(&h.histogram));
+                            }
+                        }
+                        Fate::Resend => {
+                            out.histograms_deduplicated += 1;
+                            continue;
+                        }
+                        Fate::Reject(reason) => {
+                            out.reject(reason, 1, || {
+                                reject_message(
+                                    reason,
+                                    i,
+                                    &labels,
+                                    h.timestamp_ms,
+                                    st.max_ts,
+                                    window,
+                                )
+                            });
+                            continue;
                         }
                     }
-                    Fate::Resend => {
-                        out.histograms_deduplicated += 1;
-                        continue;
-                    }
-                    Fate::Reject(reason) => {
-                        out.reject(reason, 1, || {
-                            reject_message(reason, i, &labels, h.timestamp_ms, st.max_ts, window)
-                        });
-                        continue;
-                    }
+                    span = (span.0.min(h.timestamp_ms), span.1.max(h.timestamp_ms));
+                    histograms_rec.push((id, h.clone()));
+                    hbuf.push(h);
+                    out.histograms_accepted += 1;
                 }
-                span = (span.0.min(h.timestamp_ms), span.1.max(h.timestamp_ms));
-                histograms_rec.push((id, h.clone()));
-                hbuf.push(h);
-                out.histograms_accepted += 1;
-            }
-            if histograms_sent && hbuf.is_empty() {
-                self.active_histograms.remove(&id);
+                if hbuf.is_empty() {
+                    self.active_histograms.remove(&id);
+                }
             }
             for e in exemplars {
                 let st = self

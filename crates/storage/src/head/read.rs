@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use miru_model::{Exemplar, HistogramSample, Labels, Matcher, MetricMetadata, Sample, matches_all};
 
-use super::{Frozen, HashSet, TenantHead};
+use super::{Frozen, HashSet, TenantHead, Timestamped};
 use crate::StorageError;
 use crate::postings::unapplied;
 use crate::scan::{ScanBudget, samples_bytes};
@@ -14,6 +14,24 @@ pub(crate) struct HeadSelection {
     pub(crate) frozen: Vec<Arc<Frozen>>,
     /// Labels and in-range samples of matching active series, in label order.
     pub(crate) active: Vec<(Labels, Vec<Sample>, Vec<HistogramSample>)>,
+}
+
+/// A series' active samples in `[mint, maxt]` (all of them when `whole`).
+fn copy_in_range<T: Timestamped + Clone>(
+    samples: Option<&Vec<T>>,
+    whole: bool,
+    mint: i64,
+    maxt: i64,
+) -> Vec<T> {
+    match samples {
+        None => Vec::new(),
+        Some(v) if whole => v.clone(),
+        Some(v) => v
+            .iter()
+            .filter(|s| s.ts() >= mint && s.ts() <= maxt)
+            .cloned()
+            .collect(),
+    }
 }
 
 impl TenantHead {
@@ -59,34 +77,14 @@ impl TenantHead {
             .collect();
         let mut active = Vec::new();
         if self.active_samples > 0 && self.active_min_ts <= maxt && self.active_max_ts >= mint {
-            let in_range = |t: i64| t >= mint && t <= maxt;
             // Dashboards mostly ask for windows that hold the whole head:
             // then every sample is copied as is, without testing each.
-            let all_in_range = in_range(self.active_min_ts) && in_range(self.active_max_ts);
-            let any_histograms = !self.active_histograms.is_empty();
+            let whole = mint <= self.active_min_ts && self.active_max_ts <= maxt;
             let mut ids = self.select_ids(matchers);
             self.sort_by_labels(&mut ids);
             for id in ids {
-                let floats: Vec<Sample> = match self.active.get(&id) {
-                    None => Vec::new(),
-                    Some(v) if all_in_range => v.clone(),
-                    Some(v) => v
-                        .iter()
-                        .filter(|s| in_range(s.timestamp_ms))
-                        .copied()
-                        .collect(),
-                };
-                let hists: Vec<HistogramSample> = match any_histograms {
-                    false => Vec::new(),
-                    true => self
-                        .active_histograms
-                        .get(&id)
-                        .map_or(&[][..], Vec::as_slice)
-                        .iter()
-                        .filter(|s| in_range(s.timestamp_ms))
-                        .cloned()
-                        .collect(),
-                };
+                let floats = copy_in_range(self.active.get(&id), whole, mint, maxt);
+                let hists = copy_in_range(self.active_histograms.get(&id), whole, mint, maxt);
                 if floats.is_empty() && hists.is_empty() {
                     continue;
                 }
