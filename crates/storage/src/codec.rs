@@ -80,12 +80,18 @@ impl<'a> Reader<'a> {
 
     #[inline(always)]
     pub(crate) fn uvarint(&mut self) -> Result<u64, CodecError> {
-        // Most deltas fit one byte.
+        // Most deltas fit one byte, nearly all the rest two.
         if let Some(&b) = self.buf.get(self.pos)
             && b < 0x80
         {
             self.pos += 1;
             return Ok(u64::from(b));
+        }
+        if let Some(&[b0, b1]) = self.buf.get(self.pos..self.pos + 2)
+            && b1 < 0x80
+        {
+            self.pos += 2;
+            return Ok(u64::from(b0 & 0x7f) | u64::from(b1) << 7);
         }
         self.uvarint_multi()
     }

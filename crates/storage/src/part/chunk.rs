@@ -156,6 +156,70 @@ fn exact_at(v: f64, scale: i32) -> bool {
     m.abs() <= MAX_EXACT_INT && (m / p).to_bits() == v.to_bits()
 }
 
+/// Reads the integers of values `0..hi` (deltas, or deltas of deltas with
+/// `DOD`) and stores values `lo..hi` at `scale` in `values[..hi - lo]`. As
+/// for timestamps, the first varint is the first integer and the first
+/// delta is the first delta-of-delta added to zero, so the loop does not
+/// branch on the position.
+fn decimal_values<const DOD: bool>(
+    r: &mut Reader<'_>,
+    scale: i64,
+    lo: usize,
+    hi: usize,
+    values: &mut [Sample],
+) -> Result<(), CodecError> {
+    let p = 10f64.powi(scale as i32);
+    let mut m = r.varint()?;
+    let mut delta = 0i64;
+    #[inline(always)]
+    fn advance<const DOD: bool>(
+        r: &mut Reader<'_>,
+        m: &mut i64,
+        delta: &mut i64,
+    ) -> Result<i64, CodecError> {
+        let d = r.varint()?;
+        *delta = if DOD { delta.wrapping_add(d) } else { d };
+        *m = m.wrapping_add(*delta);
+        Ok(*m)
+    }
+    for _ in 0..lo {
+        advance::<DOD>(r, &mut m, &mut delta)?;
+    }
+    let Some((first, rest)) = values[..hi - lo].split_first_mut() else {
+        return Ok(());
+    };
+    // Integers (scale 0, most counters) need no division: x / 1.0 is x,
+    // bit for bit.
+    if scale == 0 {
+        first.value = m as f64;
+        for v in rest {
+            v.value = advance::<DOD>(r, &mut m, &mut delta)? as f64;
+        }
+    } else {
+        first.value = m as f64 / p;
+        for v in rest {
+            v.value = advance::<DOD>(r, &mut m, &mut delta)? as f64 / p;
+        }
+    }
+    Ok(())
+}
+
+/// The timestamp after `t`, given the running delta.
+#[inline(always)]
+fn next_timestamp(r: &mut Reader<'_>, t: i64, delta: &mut i64) -> Result<i64, CodecError> {
+    let at = r.pos();
+    *delta = delta.wrapping_add(r.varint()?);
+    let next = t.wrapping_add(*delta);
+    if next <= t {
+        return Err(CodecError::Range {
+            what: "timestamp not after the previous one",
+            at,
+            value: next as u64,
+        });
+    }
+    Ok(next)
+}
+
 /// Decodes one chunk, appending samples within `[mint, maxt]` to `out`.
 /// Returns the number of samples the chunk holds.
 pub(crate) fn decode(
@@ -190,51 +254,56 @@ fn decode_onto(
     // Only that run is stored, the timestamps after it are skipped without
     // decoding, and values are read only up to `hi` and converted only
     // from `lo`: a short window over a long chunk (an instant query over a
-    // compacted part) costs little more than the window.
+    // compacted part) costs little more than the window. The two phases
+    // (before the window, in it) are loops of their own, and the first
+    // delta is the first delta-of-delta added to zero, so neither loop
+    // branches on the sample's position.
     let base = out.len();
+    let mut t = r.varint()?;
+    let mut delta = 0i64;
+    let mut i = 0usize;
     let mut lo = n;
     let mut hi = n;
-    let mut t = 0i64;
-    let mut delta = 0i64;
-    for i in 0..n {
-        let at = r.pos();
-        let d = r.varint()?;
-        let next = match i {
-            0 => d,
-            1 => {
-                delta = d;
-                t.wrapping_add(delta)
-            }
-            _ => {
-                delta = delta.wrapping_add(d);
-                t.wrapping_add(delta)
-            }
-        };
-        if i > 0 && next <= t {
-            return Err(CodecError::Range {
-                what: "timestamp not after the previous one",
-                at,
-                value: next as u64,
-            });
-        }
-        t = next;
+    loop {
         if t > maxt {
             hi = i;
             r.skip_varints(n - i - 1)?;
             break;
         }
         if t >= mint {
-            if lo == n {
-                lo = i;
+            lo = i;
+            break;
+        }
+        i += 1;
+        if i == n {
+            break;
+        }
+        t = next_timestamp(r, t, &mut delta)?;
+    }
+    if lo < n {
+        // Room for the rest of the window, estimated from the spacing when
+        // it is known (scrapes are regular), instead of growing the vector
+        // sample by sample; never more than the chunk holds.
+        let left = if delta > 0 {
+            usize::try_from(maxt.saturating_sub(t) / delta).unwrap_or(usize::MAX)
+        } else {
+            usize::MAX
+        };
+        out.reserve((n - lo).min(left.saturating_add(1)));
+        out.push(Sample {
+            timestamp_ms: t,
+            value: 0.0,
+        });
+        loop {
+            i += 1;
+            if i == n {
+                break;
             }
-            // Once the spacing is known (second sample), room for the rest
-            // of the window, estimated from it (scrapes are regular),
-            // instead of growing the vector sample by sample; never more
-            // than the chunk holds.
-            if i == lo.max(1) {
-                let left = maxt.saturating_sub(t) / delta.max(1);
-                let left = usize::try_from(left).unwrap_or(usize::MAX);
-                out.reserve((n - i).min(left.saturating_add(1)));
+            t = next_timestamp(r, t, &mut delta)?;
+            if t > maxt {
+                hi = i;
+                r.skip_varints(n - i - 1)?;
+                break;
             }
             out.push(Sample {
                 timestamp_ms: t,
@@ -266,7 +335,6 @@ fn decode_onto(
                     value: scale as u64,
                 });
             }
-            let p = 10f64.powi(scale as i32);
             let n_exc = r.len("exception count", n.min(r.remaining() / 8))?;
             let mut exceptions = Vec::with_capacity(n_exc);
             let mut idx = 0usize;
@@ -274,30 +342,10 @@ fn decode_onto(
                 idx = idx.saturating_add(r.len("exception index", n)?);
                 exceptions.push((idx, f64::from_bits(r.u64_le()?)));
             }
-            let mut m = 0i64;
-            let mut delta = 0i64;
-            for i in 0..hi {
-                let d = r.varint()?;
-                match i {
-                    0 => m = d,
-                    1 => {
-                        delta = d;
-                        m = m.wrapping_add(delta);
-                    }
-                    _ => {
-                        delta = if enc == VALUES_DECIMAL_DOD {
-                            delta.wrapping_add(d)
-                        } else {
-                            d
-                        };
-                        m = m.wrapping_add(delta);
-                    }
-                }
-                if i >= lo {
-                    // Integers (scale 0, most counters) need no division:
-                    // x / 1.0 is x, bit for bit.
-                    values[i - lo].value = if scale == 0 { m as f64 } else { m as f64 / p };
-                }
+            if enc == VALUES_DECIMAL_DOD {
+                decimal_values::<true>(r, scale, lo, hi, values)?;
+            } else {
+                decimal_values::<false>(r, scale, lo, hi, values)?;
             }
             for (i, v) in exceptions {
                 if (lo..hi).contains(&i) {
@@ -431,13 +479,28 @@ mod tests {
             lo in 0i64..130,
             len in 0i64..130,
             prefix in proptest::collection::vec(any::<u8>(), 0..3),
+            jitter in proptest::collection::vec(0i64..40_000, 120),
         ) {
-            let samples: Vec<Sample> = values.iter().enumerate()
-                .map(|(i, &v)| Sample { timestamp_ms: i as i64 * 10, value: v })
+            // Regular spacing (one-byte deltas of deltas) or, in some
+            // cases, gaps of up to 40 s (deltas of several bytes).
+            let spaced = jitter[0] % 2 == 0;
+            let mut t = 0i64;
+            let times: Vec<i64> = (0..values.len()).map(|i| { t += if spaced { 1 + jitter[i] } else { 10 }; t }).collect();
+            // Values as drawn (mostly the XOR form), or decimals only
+            // (the delta forms), with two places or none.
+            let form = jitter[1] % 3;
+            let value = |i: usize, v: f64| match form {
+                0 => v,
+                1 => (jitter[i] as f64 - 20_000.0) * (i as f64 + 1.0) / 100.0,
+                _ => (jitter[i] * (i as i64 + 1)) as f64,
+            };
+            let samples: Vec<Sample> = values.iter().zip(&times).enumerate()
+                .map(|(i, (&v, &t))| Sample { timestamp_ms: t, value: value(i, v) })
                 .collect();
             let mut buf = Vec::new();
             encode(&samples, &mut buf);
-            let (mint, maxt) = (lo * 10 - 5, (lo + len) * 10);
+            let at = |k: i64| times.get(k as usize).copied().unwrap_or(t + k);
+            let (mint, maxt) = (at(lo) - 5, at(lo + len));
             // Appends after what `out` already holds.
             let mut out: Vec<Sample> = prefix.iter().map(|&b| Sample { timestamp_ms: -1, value: b as f64 }).collect();
             let n = decode(&mut Reader::new(&buf), mint, maxt, &mut out).unwrap();
