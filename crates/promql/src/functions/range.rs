@@ -383,17 +383,14 @@ impl RangeJob<'_> {
         // For counter functions, the number of drops (resets) up to each
         // float sample: a window without any skips the reset correction
         // pass, which adds nothing there (so results are exactly the same).
+        // Most counters never drop within a query's range; for those the
+        // table stays empty (one read-only pass finds that out).
         let counter_fn = matches!(self.name, "rate" | "increase");
-        let mut drops: Vec<u32> = Vec::new();
-        if counter_fn {
-            drops.reserve(s.floats.len());
-            drops.push(0);
-            let mut acc = 0u32;
-            for w in s.floats.windows(2) {
-                acc += u32::from(w[1].1 < w[0].1);
-                drops.push(acc);
-            }
-        }
+        let drops = if counter_fn && s.floats.windows(2).any(|w| w[1].1 < w[0].1) {
+            reset_counts(&s.floats)
+        } else {
+            Vec::new()
+        };
         if s.hists.is_empty() && matches!(self.name, "rate" | "increase" | "delta") {
             let points = self.float_rates(s, &drops, &mut b.present);
             if counter_fn && !points.is_empty() {
@@ -413,7 +410,8 @@ impl RangeJob<'_> {
                 continue;
             }
             let (f0, f1) = cursor.float_bounds();
-            let no_float_drops = counter_fn && f1 > f0 && drops[f1 - 1] == drops[f0];
+            let no_float_drops =
+                counter_fn && f1 > f0 && (drops.is_empty() || drops[f1 - 1] == drops[f0]);
             *present_i = true;
             if absent {
                 continue;
@@ -464,7 +462,9 @@ impl RangeJob<'_> {
         }
     }
 
-    /// `rate`, `increase` or `delta` of a float-only series at every step:
+    /// `rate`, `increase` or `delta` of a float-only series at every step
+    /// (`drops` as [`reset_counts`] gives them, or empty when the series
+    /// never drops):
     /// the windows are found first, then the arithmetic runs in a loop of
     /// its own. The extrapolation is a chain of divisions whose latency
     /// dominates; with nothing else in the loop the processor overlaps the
@@ -489,7 +489,7 @@ impl RangeJob<'_> {
             let (f0, f1) = cursor.float_bounds();
             let (first, last) = (floats[0], floats[floats.len() - 1]);
             let mut result = last.1 - first.1;
-            if is_counter && drops[f1 - 1] != drops[f0] {
+            if is_counter && !drops.is_empty() && drops[f1 - 1] != drops[f0] {
                 for w in floats.windows(2) {
                     if w[1].1 < w[0].1 {
                         result += w[0].1;
@@ -1103,6 +1103,18 @@ fn instant_value(s: &Step<'_>, a: &mut Annotations, is_rate: bool) -> Out {
         Some(h) => histo(h),
         None => float(result_f),
     }
+}
+
+/// For each sample, how many times the value dropped (a counter reset) up
+/// to it.
+fn reset_counts(floats: &[(i64, f64)]) -> Vec<u32> {
+    let mut acc = 0u32;
+    std::iter::once(0)
+        .chain(floats.windows(2).map(|w| {
+            acc += u32::from(w[1].1 < w[0].1);
+            acc
+        }))
+        .collect()
 }
 
 #[cfg(test)]
