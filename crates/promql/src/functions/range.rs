@@ -506,12 +506,13 @@ impl RangeJob<'_> {
                 range_end: r,
             });
         }
+        let mut factors = FactorMemo::default();
         windows
             .iter()
             .map(|w| Point {
                 step: w.step,
                 f: w.result
-                    * extrapolation_factor(
+                    * factors.factor(
                         w.first_t,
                         w.last_t,
                         w.n_minus_one,
@@ -967,36 +968,109 @@ fn extrapolation_factor(
     range_ms: i64,
     is_rate: bool,
 ) -> f64 {
-    let range_start = range_end.saturating_sub(range_ms);
-    let mut to_start = (first_t - range_start) as f64 / 1000.0;
-    let mut to_end = (range_end - last_t) as f64 / 1000.0;
-    let sampled = (last_t - first_t) as f64 / 1000.0;
-    let avg_between = sampled / n_minus_one as f64;
-    let threshold = avg_between * 1.1;
-    if to_start >= threshold {
-        to_start = avg_between / 2.0;
-    }
-    if let Some((first, increase)) = zero_from {
-        let mut to_zero = to_start;
-        if increase > 0.0 && first >= 0.0 {
-            to_zero = sampled * (first / increase);
+    FactorMemo::default().factor(
+        first_t,
+        last_t,
+        n_minus_one,
+        zero_from,
+        range_end,
+        range_ms,
+        is_rate,
+    )
+}
+
+/// The divisions of [`extrapolation_factor`] by their inputs, for the
+/// steps of one series: a regularly scraped series has the same distances
+/// to the window's edges, the same sampled interval and so the same factor
+/// at most steps, and a division costs more than comparing its inputs.
+/// Same operations on the same inputs, so the same bits.
+#[derive(Default)]
+struct FactorMemo {
+    to_start: Option<(i64, f64)>,
+    to_end: Option<(i64, f64)>,
+    sampled: Option<((i64, usize), (f64, f64))>,
+    factor: Option<([u64; 3], f64)>,
+}
+
+/// `f(key)`, computed only when `key` differs from the last one.
+#[inline(always)]
+fn memo<K: PartialEq + Copy, V: Copy>(
+    slot: &mut Option<(K, V)>,
+    key: K,
+    f: impl FnOnce() -> V,
+) -> V {
+    match slot {
+        Some((k, v)) if *k == key => *v,
+        _ => {
+            let v = f();
+            *slot = Some((key, v));
+            v
         }
-        if to_zero < to_start {
-            to_start = to_zero;
+    }
+}
+
+impl FactorMemo {
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn factor(
+        &mut self,
+        first_t: i64,
+        last_t: i64,
+        n_minus_one: usize,
+        zero_from: Option<(f64, f64)>,
+        range_end: i64,
+        range_ms: i64,
+        is_rate: bool,
+    ) -> f64 {
+        let range_start = range_end.saturating_sub(range_ms);
+        let seconds = |ms: i64| ms as f64 / 1000.0;
+        let mut to_start = memo(&mut self.to_start, first_t - range_start, || {
+            seconds(first_t - range_start)
+        });
+        let mut to_end = memo(&mut self.to_end, range_end - last_t, || {
+            seconds(range_end - last_t)
+        });
+        let (sampled, avg_between) =
+            memo(&mut self.sampled, (last_t - first_t, n_minus_one), || {
+                let sampled = seconds(last_t - first_t);
+                (sampled, sampled / n_minus_one as f64)
+            });
+        let threshold = avg_between * 1.1;
+        if to_start >= threshold {
+            to_start = avg_between / 2.0;
         }
+        if let Some((first, increase)) = zero_from {
+            // With two intervals or more, `to_start` is below `sampled`
+            // (under 1.1 of half of it, or a quarter of it), and a first
+            // value at least the increase puts the zero point at least
+            // `sampled` before the first sample: nothing to limit, and
+            // the division is skipped (counters are mostly far from zero).
+            if !(n_minus_one >= 2 && first >= increase) {
+                let mut to_zero = to_start;
+                if increase > 0.0 && first >= 0.0 {
+                    to_zero = sampled * (first / increase);
+                }
+                if to_zero < to_start {
+                    to_start = to_zero;
+                }
+            }
+        }
+        if to_end >= threshold {
+            to_end = avg_between / 2.0;
+        }
+        let key = [sampled.to_bits(), to_start.to_bits(), to_end.to_bits()];
+        memo(&mut self.factor, key, || {
+            let mut factor = if sampled != 0.0 {
+                (sampled + to_start + to_end) / sampled
+            } else {
+                1.0
+            };
+            if is_rate {
+                factor /= range_ms as f64 / 1000.0;
+            }
+            factor
+        })
     }
-    if to_end >= threshold {
-        to_end = avg_between / 2.0;
-    }
-    let mut factor = if sampled != 0.0 {
-        (sampled + to_start + to_end) / sampled
-    } else {
-        1.0
-    };
-    if is_rate {
-        factor /= range_ms as f64 / 1000.0;
-    }
-    factor
 }
 
 fn instant_value(s: &Step<'_>, a: &mut Annotations, is_rate: bool) -> Out {
@@ -1165,5 +1239,78 @@ mod tests {
         // Raw increase 5 plus 20 for the reset; samples touch both window
         // edges, so nothing is extrapolated.
         assert!((inc - 25.0).abs() < 1e-9, "{inc}");
+    }
+
+    /// Prometheus' extrapolation as written there, one window at a time.
+    fn reference_factor(
+        first_t: i64,
+        last_t: i64,
+        n_minus_one: usize,
+        zero_from: Option<(f64, f64)>,
+        range_end: i64,
+        range_ms: i64,
+        is_rate: bool,
+    ) -> f64 {
+        let range_start = range_end - range_ms;
+        let mut to_start = (first_t - range_start) as f64 / 1000.0;
+        let mut to_end = (range_end - last_t) as f64 / 1000.0;
+        let sampled = (last_t - first_t) as f64 / 1000.0;
+        let avg_between = sampled / n_minus_one as f64;
+        let threshold = avg_between * 1.1;
+        if to_start >= threshold {
+            to_start = avg_between / 2.0;
+        }
+        if let Some((first, increase)) = zero_from {
+            let mut to_zero = to_start;
+            if increase > 0.0 && first >= 0.0 {
+                to_zero = sampled * (first / increase);
+            }
+            if to_zero < to_start {
+                to_start = to_zero;
+            }
+        }
+        if to_end >= threshold {
+            to_end = avg_between / 2.0;
+        }
+        let mut factor = (sampled + to_start + to_end) / sampled;
+        if is_rate {
+            factor /= range_ms as f64 / 1000.0;
+        }
+        factor
+    }
+
+    proptest::proptest! {
+        /// The memo and the skipped zero-point division give the bits of
+        /// the plain formula, over windows that mostly repeat (regular
+        /// scrapes) and sometimes do not, with first values and increases
+        /// on both sides of each other.
+        #[test]
+        fn memoised_factors_are_the_formula_s_bits(
+            windows in proptest::collection::vec((
+                0i64..4, 1i64..400_000, 1usize..40, 0i64..4,
+                proptest::prop_oneof![proptest::prelude::Just(0.0), -10.0f64..1e12, proptest::prelude::Just(f64::INFINITY)],
+                proptest::prop_oneof![proptest::prelude::Just(0.0), -10.0f64..1e6, 1e6f64..1e13],
+            ), 1..60),
+            range_ms in 1i64..600_000,
+            is_rate: bool,
+            counter: bool,
+        ) {
+            let mut memo = FactorMemo::default();
+            let mut end = 10_000_000i64;
+            let base_span = (range_ms / 3).max(40);
+            for (jump, span, n, tail, first, increase) in windows {
+                // Mostly a regular scrape: the same span and offsets; else
+                // another span, or the samples shifted within the window
+                // (then only the clamped distance to the start may repeat).
+                end += 60_000;
+                let span = if jump == 0 { span.min(range_ms).max(n as i64) } else { base_span.max(n as i64) };
+                let last_t = end - if tail == 0 { span % (range_ms - span).max(1) } else { 0 };
+                let first_t = last_t - span;
+                let zero = counter.then_some((first, increase));
+                let got = memo.factor(first_t, last_t, n, zero, end, range_ms, is_rate);
+                let want = reference_factor(first_t, last_t, n, zero, end, range_ms, is_rate);
+                proptest::prop_assert_eq!(got.to_bits(), want.to_bits(), "{} {} {} {:?}", first_t, last_t, n, zero);
+            }
+        }
     }
 }
