@@ -118,6 +118,21 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The next eight bytes as one little-endian word, when each of them
+    /// is a whole varint (below 0x80); the position does not move.
+    #[inline(always)]
+    pub(crate) fn eight_small_varints(&self) -> Option<u64> {
+        let b: [u8; 8] = self.buf.get(self.pos..self.pos + 8)?.try_into().ok()?;
+        let w = u64::from_le_bytes(b);
+        (w & 0x8080_8080_8080_8080 == 0).then_some(w)
+    }
+
+    /// Moves past `n` bytes (at most what is left).
+    #[inline(always)]
+    pub(crate) fn skip_bytes(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.buf.len());
+    }
+
     /// Moves past `k` varints without decoding them (each ends with the
     /// first byte below 0x80).
     pub(crate) fn skip_varints(&mut self, k: usize) -> Result<(), CodecError> {

@@ -11,7 +11,7 @@
 
 use miru_model::Sample;
 
-use crate::codec::{CodecError, Reader, put_uvarint, put_varint, uvarint_len, zigzag};
+use crate::codec::{CodecError, Reader, put_uvarint, put_varint, unzigzag, uvarint_len, zigzag};
 
 const VALUES_XOR: u8 = 0;
 const VALUES_DECIMAL_DELTA: u8 = 1;
@@ -188,20 +188,35 @@ fn decimal_values<const DOD: bool>(
     let Some((first, rest)) = values[..hi - lo].split_first_mut() else {
         return Ok(());
     };
-    // Integers (scale 0, most counters) need no division: x / 1.0 is x,
-    // bit for bit.
-    if scale == 0 {
-        first.value = m as f64;
-        for v in rest {
-            v.value = advance::<DOD>(r, &mut m, &mut delta)? as f64;
-        }
-    } else {
-        first.value = m as f64 / p;
-        for v in rest {
-            v.value = advance::<DOD>(r, &mut m, &mut delta)? as f64 / p;
+    first.value = at_scale(m, scale, p);
+    // Eight values at once while their varints are one byte each.
+    let mut chunks = rest.chunks_exact_mut(8);
+    for eight in &mut chunks {
+        if let Some(w) = r.eight_small_varints() {
+            r.skip_bytes(8);
+            for (k, v) in eight.iter_mut().enumerate() {
+                let d = unzigzag((w >> (8 * k)) & 0x7f);
+                delta = if DOD { delta.wrapping_add(d) } else { d };
+                m = m.wrapping_add(delta);
+                v.value = at_scale(m, scale, p);
+            }
+        } else {
+            for v in eight {
+                v.value = at_scale(advance::<DOD>(r, &mut m, &mut delta)?, scale, p);
+            }
         }
     }
+    for v in chunks.into_remainder() {
+        v.value = at_scale(advance::<DOD>(r, &mut m, &mut delta)?, scale, p);
+    }
     Ok(())
+}
+
+/// The value of integer `m` at decimal `scale` (`p` = 10^scale). Integers
+/// (scale 0, most counters) need no division: x / 1.0 is x, bit for bit.
+#[inline(always)]
+fn at_scale(m: i64, scale: i64, p: f64) -> f64 {
+    if scale == 0 { m as f64 } else { m as f64 / p }
 }
 
 /// The timestamp after `t`, given the running delta.
@@ -298,6 +313,33 @@ fn decode_onto(
             i += 1;
             if i == n {
                 break;
+            }
+            // Eight timestamps at once while their varints are one byte
+            // each (regular scrapes: deltas of deltas within ±63 ms) and
+            // all eight are in the window; else one at a time, which also
+            // reports what is wrong.
+            if n - i >= 8
+                && let Some(w) = r.eight_small_varints()
+            {
+                let (mut tt, mut dd, mut increasing) = (t, delta, true);
+                let mut eight = [Sample {
+                    timestamp_ms: 0,
+                    value: 0.0,
+                }; 8];
+                for (k, s) in eight.iter_mut().enumerate() {
+                    dd = dd.wrapping_add(unzigzag((w >> (8 * k)) & 0x7f));
+                    let next = tt.wrapping_add(dd);
+                    increasing &= next > tt;
+                    tt = next;
+                    s.timestamp_ms = tt;
+                }
+                if increasing && tt <= maxt {
+                    r.skip_bytes(8);
+                    out.extend_from_slice(&eight);
+                    (t, delta) = (tt, dd);
+                    i += 7;
+                    continue;
+                }
             }
             t = next_timestamp(r, t, &mut delta)?;
             if t > maxt {
@@ -488,11 +530,13 @@ mod tests {
             let times: Vec<i64> = (0..values.len()).map(|i| { t += if spaced { 1 + jitter[i] } else { 10 }; t }).collect();
             // Values as drawn (mostly the XOR form), or decimals only
             // (the delta forms), with two places or none.
-            let form = jitter[1] % 3;
+            let form = jitter[1] % 4;
             let value = |i: usize, v: f64| match form {
                 0 => v,
                 1 => (jitter[i] as f64 - 20_000.0) * (i as f64 + 1.0) / 100.0,
-                _ => (jitter[i] * (i as i64 + 1)) as f64,
+                2 => (jitter[i] * (i as i64 + 1)) as f64,
+                // A counter with small steps: one-byte varints.
+                _ => (jitter[..=i].iter().map(|j| j % 50).sum::<i64>()) as f64 / 10.0,
             };
             let samples: Vec<Sample> = values.iter().zip(&times).enumerate()
                 .map(|(i, (&v, &t))| Sample { timestamp_ms: t, value: value(i, v) })
