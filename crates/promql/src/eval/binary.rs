@@ -271,6 +271,22 @@ fn scalar_elem(
     sv: f64,
     swap: bool,
 ) -> bool {
+    // Two floats (nearly every sample): the outcome of the general path
+    // below without its notes and histogram cases. A comparison keeps the
+    // vector side's value (or gives 0/1 with `bool`).
+    if h.is_none() && !b.op.is_set() {
+        let (lf, rf) = if swap { (sv, *f) } else { (*f, sv) };
+        let r = scalar_binop(b.op, lf, rf);
+        if !b.op.is_comparison() {
+            *f = r;
+            return true;
+        }
+        if b.return_bool {
+            *f = r;
+            return true;
+        }
+        return r == 1.0;
+    }
     let (lf, rf, lh, rh) = if swap {
         (sv, *f, None, h.as_ref())
     } else {
