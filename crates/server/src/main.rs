@@ -9,6 +9,9 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use miru::{app, cli};
 
+/// How long an idle blocking thread of the server's runtime lives.
+const BLOCKING_THREAD_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn main() -> anyhow::Result<()> {
     disable_transparent_huge_pages();
     let cli = cli::Cli::parse();
@@ -40,6 +43,14 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("miru")
+                // Blocking threads (part writes, compactions, query
+                // evaluation) keep the memory they freed in their mimalloc
+                // heaps while they sit idle in the pool: after a 50k-series
+                // backfill ~100 MiB of a 178 MiB RSS, given back only when
+                // tokio retires them (10 s idle by default). Retiring them
+                // after 2 s idle returns it sooner; queries that follow each
+                // other closely (a dashboard's panels) still find warm ones.
+                .thread_keep_alive(BLOCKING_THREAD_KEEP_ALIVE)
                 .build()?;
             rt.block_on(app::run(cfg))
         }
