@@ -83,8 +83,11 @@ pub struct StorageSection {
     pub compaction_interval: Duration,
     /// Parts of one level merged together.
     pub compaction_fan_in: usize,
+    /// zstd levels (1-22) of metrics parts cut from the head, of compacted
+    /// metrics parts, and of logs parts.
     pub flush_zstd_level: i32,
     pub compact_zstd_level: i32,
+    pub logs_zstd_level: i32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -218,6 +221,7 @@ impl Default for StorageSection {
             compaction_fan_in: 4,
             flush_zstd_level: 3,
             compact_zstd_level: 9,
+            logs_zstd_level: 10,
         }
     }
 }
@@ -269,7 +273,25 @@ impl Config {
         if text.trim().is_empty() {
             return Ok(Config::default());
         }
-        serde_saphyr::from_str(text).map_err(|e| e.to_string())
+        let c: Config = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+        c.check()?;
+        Ok(c)
+    }
+
+    /// What the types do not say: a zstd level out of range would fail
+    /// every part write later, so it is refused at start-up.
+    fn check(&self) -> Result<(), String> {
+        let s = &self.storage;
+        for (key, level) in [
+            ("storage.flush_zstd_level", s.flush_zstd_level),
+            ("storage.compact_zstd_level", s.compact_zstd_level),
+            ("storage.logs_zstd_level", s.logs_zstd_level),
+        ] {
+            if !(1..=22).contains(&level) {
+                return Err(format!("{key}: {level} is not a zstd level (1 to 22)"));
+            }
+        }
+        Ok(())
     }
 
     pub fn to_yaml(&self) -> String {
@@ -280,6 +302,15 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zstd_levels_out_of_range_are_refused() {
+        let e = Config::from_yaml("storage:\n  logs_zstd_level: 23\n").unwrap_err();
+        assert!(e.contains("storage.logs_zstd_level: 23"), "{e}");
+        assert!(Config::from_yaml("storage:\n  flush_zstd_level: 0\n").is_err());
+        let c = Config::from_yaml("storage:\n  logs_zstd_level: 19\n").unwrap();
+        assert_eq!(c.storage.logs_zstd_level, 19);
+    }
 
     #[test]
     fn yaml_round_trip_and_partial_files() {

@@ -15,6 +15,7 @@ mod export_logs;
 mod limits;
 mod loadgen;
 mod logging_loki;
+mod logs_at_rest;
 mod logs_overload;
 mod loki_api;
 mod loki_tail;

@@ -49,6 +49,11 @@ pub struct StorageConfig {
     /// zstd level for parts cut from the head and for compacted parts.
     pub flush_zstd_level: i32,
     pub compact_zstd_level: i32,
+    /// zstd level of logs parts. Log lines are most of what a tenant keeps
+    /// and are read far less often than written: level 10 makes the real
+    /// Apache access logs 15.1x smaller (12.0x at 3) for ~10 s more flush
+    /// CPU per GB of lines (docs/benchmarks.md, "Logs at rest").
+    pub logs_zstd_level: i32,
     /// Parts of one level and day merged into the next level.
     pub compaction_fan_in: usize,
     /// A finished day (this long after its end) is merged into one part.
@@ -71,6 +76,7 @@ impl StorageConfig {
             series_idle_timeout: Duration::from_secs(1800),
             flush_zstd_level: 3,
             compact_zstd_level: 9,
+            logs_zstd_level: 10,
             compaction_fan_in: 4,
             compaction_day_settle: Duration::from_secs(3600),
             local_store_root: None,

@@ -383,7 +383,7 @@ impl Storage {
         tenant: &TenantId,
         f: &Arc<FrozenLogs>,
     ) -> Result<PartEntry, StorageError> {
-        let level = self.inner.cfg.flush_zstd_level;
+        let level = self.inner.cfg.logs_zstd_level;
         let frozen = Arc::clone(f);
         let part = tokio::task::spawn_blocking(move || write_part(&frozen.streams, level))
             .await
