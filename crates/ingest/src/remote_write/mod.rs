@@ -2,7 +2,6 @@
 //! block decoding and translation of both protobuf schemas into a
 //! [`WriteBatch`](miru_model::WriteBatch).
 
-mod label_cache;
 pub mod proto_v1;
 pub mod proto_v2;
 mod translate;

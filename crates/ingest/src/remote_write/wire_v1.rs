@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use miru_model::{Exemplar, Label, Labels, MetricMetadata, Sample, SeriesWrite, WriteBatch};
 
-use super::label_cache::LABEL_CACHE;
 use super::translate::{RemoteWriteError, label_order_error, metric_type};
 
 const VARINT: u8 = 0;
@@ -182,109 +181,7 @@ pub(super) fn decode_write_request(buf: &[u8]) -> Result<WriteBatch, RemoteWrite
     Ok(batch)
 }
 
-/// Decodes a `TimeSeries`, taking its label set from [`LABEL_CACHE`] when
-/// the bytes of its label fields were seen before. Label fields form one
-/// run in what senders write; anything else (labels split by other fields,
-/// a malformed label) goes to [`decode_series_plain`], which reports errors.
 fn decode_series<'a>(
-    buf: &'a [u8],
-    base: usize,
-    index: usize,
-    interner: &mut Interner<'a>,
-) -> Result<SeriesWrite, RemoteWriteError> {
-    let mut w = Wire::new(buf);
-    let mut labels: Option<Labels> = None;
-    let mut samples = Vec::new();
-    let mut exemplars = Vec::new();
-    let mut histograms = Vec::new();
-    while !w.done() {
-        let key_at = w.pos;
-        let at = base + key_at;
-        let (field, wt) = w.key()?;
-        match field {
-            1 if labels.is_none() && wt == LEN => {
-                w.pos = key_at;
-                let Some(run) = label_run(&mut w) else {
-                    return decode_series_plain(buf, base, index, interner);
-                };
-                if let Some(l) = LABEL_CACHE.get(run) {
-                    labels = Some(l);
-                } else {
-                    let Some(l) = decode_label_run(run, index, interner) else {
-                        return decode_series_plain(buf, base, index, interner);
-                    };
-                    LABEL_CACHE.insert(run, &l);
-                    labels = Some(l);
-                }
-            }
-            1 => return decode_series_plain(buf, base, index, interner),
-            2 => {
-                w.expect(wt, LEN, "samples", at)?;
-                samples.push(decode_sample(w.bytes()?, at)?);
-            }
-            3 => {
-                w.expect(wt, LEN, "exemplars", at)?;
-                exemplars.push(decode_exemplar(w.bytes()?, at, index, interner)?);
-            }
-            4 => {
-                w.expect(wt, LEN, "histograms", at)?;
-                let h = <super::proto_v1::Histogram as prost::Message>::decode(w.bytes()?)
-                    .map_err(|e| malformed(&format!("histogram: {e}"), at))?;
-                histograms.push(super::translate::histogram_from_proto(&h));
-            }
-            _ => w.skip(wt)?,
-        }
-    }
-    Ok(SeriesWrite {
-        labels: labels.unwrap_or_default(),
-        samples,
-        histograms,
-        exemplars,
-    })
-}
-
-/// The bytes of the run of label fields (field 1, length-delimited) that
-/// starts at `w`'s position, which it moves past them; `None` when the run
-/// is cut short by malformed bytes.
-fn label_run<'a>(w: &mut Wire<'a>) -> Option<&'a [u8]> {
-    let start = w.pos;
-    while !w.done() {
-        let before = w.pos;
-        match w.key().ok()? {
-            (1, LEN) => {
-                w.bytes().ok()?;
-            }
-            _ => {
-                w.pos = before;
-                break;
-            }
-        }
-    }
-    Some(&w.buf[start..w.pos])
-}
-
-/// The label set of a run of label fields, as [`decode_series_plain`]
-/// would build it; `None` on any error (the caller decodes again for it).
-fn decode_label_run<'a>(
-    run: &'a [u8],
-    index: usize,
-    interner: &mut Interner<'a>,
-) -> Option<Labels> {
-    let mut w = Wire::new(run);
-    let mut labels: Vec<Label> = Vec::with_capacity(12);
-    while !w.done() {
-        w.key().ok()?;
-        let (n, v) = decode_label(w.bytes().ok()?, 0).ok()?;
-        labels.push(Label {
-            name: interner.get(n, 0).ok()?,
-            value: interner.get(v, 0).ok()?,
-        });
-    }
-    sorted_labels(labels, index, false).ok()
-}
-
-/// Decodes a `TimeSeries` field by field without the label cache.
-fn decode_series_plain<'a>(
     buf: &'a [u8],
     base: usize,
     index: usize,
@@ -555,7 +452,7 @@ mod tests {
 
     /// A request whose one series has its labels split by a sample (two
     /// encoded `TimeSeries` concatenated merge into one): legal protobuf
-    /// that no sender writes, so it takes the decoder without the cache.
+    /// that no sender writes; every label is kept, as prost does.
     #[test]
     fn labels_split_by_other_fields_are_all_kept() {
         use prost::Message;
@@ -581,26 +478,20 @@ mod tests {
         prost::encoding::encode_varint(ts.len() as u64, &mut req);
         req.extend(ts);
         let body = snap::raw::Encoder::new().compress_vec(&req).unwrap();
-        for _ in 0..2 {
-            let a = decode_v1(&body, 1 << 20).unwrap();
-            let b = decode_v1_reference(&body, 1 << 20).unwrap();
-            assert!(same(&a, &b), "{a:?}\n{b:?}");
-            assert_eq!(a.series[0].labels.len(), 2);
-        }
+        let a = decode_v1(&body, 1 << 20).unwrap();
+        let b = decode_v1_reference(&body, 1 << 20).unwrap();
+        assert!(same(&a, &b), "{a:?}\n{b:?}");
+        assert_eq!(a.series[0].labels.len(), 2);
     }
 
     proptest! {
-        /// Decoded twice: the second time every label set comes from the
-        /// label cache, and must still be what prost decodes.
         #[test]
         fn agrees_with_prost(req in request()) {
             let body = encode_v1_for_tests(&req);
-            for _ in 0..2 {
-                match (decode_v1(&body, 1 << 20), decode_v1_reference(&body, 1 << 20)) {
-                    (Ok(a), Ok(b)) => prop_assert!(same(&a, &b), "{a:?}\n{b:?}"),
-                    (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
-                    (a, b) => prop_assert!(false, "disagree: {a:?} vs {b:?}"),
-                }
+            match (decode_v1(&body, 1 << 20), decode_v1_reference(&body, 1 << 20)) {
+                (Ok(a), Ok(b)) => prop_assert!(same(&a, &b), "{a:?}\n{b:?}"),
+                (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
+                (a, b) => prop_assert!(false, "disagree: {a:?} vs {b:?}"),
             }
         }
 
