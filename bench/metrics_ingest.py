@@ -283,10 +283,13 @@ def run_one(cls, args):
         summary = json.loads(lg.stdout.strip().splitlines()[-1])
         cpu1 = cpu_seconds(p.proc.pid)
         peak = rss_bytes(p.proc.pid, "VmHWM")
+        # Steady RSS: at least 10 s after the load and once the server is
+        # idle (same rule as for the queries), so that a merge or a cut
+        # still running at 10 s does not decide the figure.
         time.sleep(10)
+        settle_s = wait_idle(p.proc.pid)
         steady = rss_bytes(p.proc.pid)
         n = series_count(p)
-        settle_s = wait_idle(p.proc.pid)
         # Every system holds the same samples (same seed, same absolute
         # start), so the same query window gives comparable answers.
         end_s = (args.start_s + span_seconds(args.span)) // 60 * 60
@@ -370,7 +373,8 @@ def render(results, args):
         f"Machine: {os.cpu_count()} cores, {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB; load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}.",
         f"Workload: `miru loadgen metrics --series {args.series} --span {args.span} --interval 15s --seed 42` "
         f"(node_exporter, kube-state-metrics and HTTP-service shapes), remote write 1.0, batches of {args.batch} samples, "
-        f"{args.concurrency} requests in flight, each scrape sent whole before the next. Medians of {args.rounds} round(s), order rotated per round.",
+        f"{args.concurrency} requests in flight, each scrape sent whole before the next. Medians of {args.rounds} round(s), order rotated per round. "
+        "Steady RSS is read at least 10 s after the load, once the server is idle (under 5 % of a core over 2 s).",
         "",
         "| system | version | samples accepted | samples/s | server CPU s per 1M samples | peak RSS | steady RSS per active series | bytes/sample at rest |",
         "|---|---|---|---|---|---|---|---|",
