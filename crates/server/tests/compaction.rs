@@ -11,19 +11,10 @@ use crate::harness::*;
 
 /// Every metrics part file under `dir` (the local object store).
 fn part_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(part_files(&p));
-        } else if p.extension().is_some_and(|x| x == "mpart") {
-            out.push(p);
-        }
-    }
-    out
+    files_under(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "mpart"))
+        .collect()
 }
 
 /// Part files of one level (`L{level}_…mpart`).

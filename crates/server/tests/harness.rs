@@ -33,6 +33,17 @@ impl Server {
         Server::start_with_env(dir, extra, &[])
     }
 
+    /// Like [`Server::start`], with `yaml` written to `dir/miru.yaml` and
+    /// passed as `--config.file` before `extra`.
+    pub fn start_with_config(dir: &Path, yaml: &str, extra: &[&str]) -> Server {
+        std::fs::create_dir_all(dir).unwrap();
+        let cfg = dir.join("miru.yaml");
+        std::fs::write(&cfg, yaml).unwrap();
+        let mut args = vec!["--config.file", cfg.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Server::start(dir, &args)
+    }
+
     /// Like [`Server::start`], with extra environment variables (kept for
     /// restarts).
     pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
@@ -153,6 +164,20 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Every file under `dir`, recursively (none when it does not exist).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
 
 pub fn client() -> reqwest::blocking::Client {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::harness::{Server, client, now_ms};
+use crate::harness::{Server, client, files_under, now_ms};
 
 const APACHE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -15,20 +15,11 @@ const APACHE: &str = concat!(
 );
 
 fn bytes_under(dir: &Path, suffix: &str) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.to_string_lossy().ends_with(suffix) {
-                total += e.metadata().unwrap().len();
-            }
-        }
-    }
-    total
+    files_under(dir)
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum()
 }
 
 #[test]
@@ -41,13 +32,11 @@ fn apache_access_logs_compress_at_least_15x() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("miru.yaml");
-    std::fs::write(
-        &cfg,
+    let s = Server::start_with_config(
+        dir.path(),
         "limits:\n  ingestion_rate_mb: 0\n  reject_old_samples: false\n",
-    )
-    .unwrap();
-    let s = Server::start(dir.path(), &["--config.file", cfg.to_str().unwrap()]);
+        &[],
+    );
     // Noon of yesterday (UTC): the 17 minutes of entries never straddle a
     // day boundary, which would split them over two parts.
     const DAY_MS: i64 = 86_400_000;

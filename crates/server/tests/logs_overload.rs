@@ -55,17 +55,10 @@ fn loadgen(s: &Server, start_ago: &str, seed: &str) -> serde_json::Value {
 #[test]
 fn heavy_log_queries_stay_bounded_while_ingesting() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("miru.yaml");
-    std::fs::write(
-        &cfg,
-        "limits:\n  ingestion_rate_mb: 0\n  reject_old_samples: false\n",
-    )
-    .unwrap();
-    let s = Server::start(
+    let s = Server::start_with_config(
         dir.path(),
+        "limits:\n  ingestion_rate_mb: 0\n  reject_old_samples: false\n",
         &[
-            "--config.file",
-            cfg.to_str().unwrap(),
             "--query.max-concurrent",
             &MAX_CONCURRENT.to_string(),
             "--query.max-concurrent-per-tenant",

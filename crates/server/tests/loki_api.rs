@@ -275,7 +275,7 @@ fn loki_push_and_queries_survive_kill_9_and_flush() {
     // Cut into a Parquet part; queries read it the same.
     let r = client().post(s.url("/ingester/flush")).send().unwrap();
     assert!(r.status().is_success());
-    let files = walk(&dir.path().join("data/objects/team-a/logs"));
+    let files = files_under(&dir.path().join("data/objects/team-a/logs"));
     let parts: Vec<_> = files
         .iter()
         .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
@@ -337,19 +337,6 @@ fn check_block_filters(s: &Server, t0: i64) {
     }
     let v = search(r#"{env="prod"} | user_id="u42" |= "status=502""#);
     assert_eq!(lines(&v).len(), 20, "{v}");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 fn read_with_duckdb(part: &std::path::Path, t0: i64) {
@@ -469,10 +456,7 @@ fn bad_pushes_and_queries_get_400_and_keep_the_rest() {
 #[test]
 fn a_large_log_head_is_cut_before_the_flush_interval() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path()).unwrap();
-    let cfg = dir.path().join("miru.yaml");
-    std::fs::write(&cfg, "storage:\n  max_head_log_bytes: 20000\n").unwrap();
-    let s = Server::start(dir.path(), &["--config.file", cfg.to_str().unwrap()]);
+    let s = Server::start_with_config(dir.path(), "storage:\n  max_head_log_bytes: 20000\n", &[]);
     let now = now_ns();
     let entries = (0..100)
         .map(|i| (now + i, format!("line {i} {}", "x".repeat(200)), vec![]))
@@ -482,7 +466,7 @@ fn a_large_log_head_is_cut_before_the_flush_interval() {
     // The default flush interval is 10 minutes; the byte bound cuts at the
     // next maintenance tick (1 s).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while walk(&dir.path().join("data/objects/t/logs")).is_empty() {
+    while files_under(&dir.path().join("data/objects/t/logs")).is_empty() {
         assert!(std::time::Instant::now() < deadline, "no logs part was cut");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }

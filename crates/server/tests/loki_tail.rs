@@ -106,13 +106,11 @@ fn status_of(e: tungstenite::Error) -> (u16, String) {
 #[test]
 fn tail_sends_history_then_live_entries_through_the_pipeline() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("miru.yaml"),
+    let s = Server::start_with_config(
+        dir.path(),
         "query:\n  max_concurrent_tail_requests: 2\n",
-    )
-    .unwrap();
-    let cfg = dir.path().join("miru.yaml");
-    let s = Server::start(dir.path(), &["--config.file", cfg.to_str().unwrap()]);
+        &[],
+    );
     let t0 = (now_ms() - 60_000) * 1_000_000;
     push(
         &s,
