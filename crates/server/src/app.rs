@@ -69,6 +69,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     scfg.flush_zstd_level = cfg.storage.flush_zstd_level;
     scfg.compact_zstd_level = cfg.storage.compact_zstd_level;
     scfg.logs_zstd_level = cfg.storage.logs_zstd_level;
+    scfg.block_cache_bytes = cfg.storage.block_cache_bytes;
     if let miru_storage::ObjectStoreConfig::Filesystem { path } = &cfg.storage.object_store {
         scfg.local_store_root = Some(path.clone().unwrap_or_else(|| cfg.data_dir.join("objects")));
     }

@@ -88,6 +88,9 @@ pub struct StorageSection {
     pub flush_zstd_level: i32,
     pub compact_zstd_level: i32,
     pub logs_zstd_level: i32,
+    /// Bytes of decompressed metrics part blocks kept for the next
+    /// queries (0: none kept).
+    pub block_cache_bytes: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -222,6 +225,7 @@ impl Default for StorageSection {
             flush_zstd_level: 3,
             compact_zstd_level: 9,
             logs_zstd_level: 10,
+            block_cache_bytes: 128 << 20,
         }
     }
 }

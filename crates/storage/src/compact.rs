@@ -409,7 +409,7 @@ impl Storage {
             }
         }
         for src in &sources {
-            self.inner.index_cache.remove(&src.name.key());
+            self.forget_part(&src.name.key());
         }
         self.delete_later(sources.into_iter().map(|s| s.name).collect(), note);
         Ok(())
@@ -430,6 +430,16 @@ impl Storage {
         let data = Arc::new(self.observe("get", reader.read_block(index, block).await)?);
         *slot = Some((block, Arc::clone(&data)));
         Ok(data)
+    }
+
+    /// Drops what the caches hold of a part that left the catalog. A query
+    /// that listed it just before may still cache a block of it; that block
+    /// leaves with the least recently used ones.
+    fn forget_part(&self, key: &str) {
+        self.inner.index_cache.remove(key);
+        self.inner
+            .block_cache
+            .remove_prefix(&crate::part_cache::blocks_prefix(key));
     }
 
     /// Deletes replaced parts after a grace period, so that queries that
@@ -478,7 +488,7 @@ impl Storage {
                         .lock()
                         .expect("BUG: catalog lock poisoned")
                         .remove(&p.name);
-                    self.inner.index_cache.remove(&p.name.key());
+                    self.forget_part(&p.name.key());
                     stats.parts_deleted_by_retention += 1;
                 }
             }

@@ -20,6 +20,7 @@ use miru_model::{
 
 use crate::head::{Frozen, Timestamped, sort_dedup};
 use crate::part::{PartIndex, PartReader, decode_kind};
+use crate::part_cache::{RawBlock, block_key};
 use crate::{Storage, StorageError};
 
 /// One series and its samples, sorted by time without duplicates.
@@ -126,7 +127,7 @@ enum Cursor {
         at: usize,
         /// The last decompressed block: a part's series are stored in
         /// label order, so consecutive series mostly share it.
-        block: Option<(u32, Vec<u8>)>,
+        block: Option<(u32, Arc<RawBlock>)>,
         /// Blocks fetched ahead (compressed, ascending), for the series
         /// after the current one: see [`READ_AHEAD_BYTES`].
         ahead: VecDeque<(u32, Bytes)>,
@@ -288,23 +289,38 @@ impl Cursor {
                         break;
                     }
                     if block.as_ref().is_none_or(|(b, _)| *b != s.block) {
-                        while ahead.front().is_some_and(|(b, _)| *b < s.block) {
-                            ahead.pop_front();
-                        }
-                        if ahead.front().is_none_or(|(b, _)| *b != s.block) {
-                            let wanted = blocks_ahead(index, &positions[*at..], read_ahead);
-                            let fetched = storage
-                                .observe("get", reader.fetch_blocks(index, &wanted).await)?;
-                            *ahead = wanted.into_iter().zip(fetched).collect();
-                        }
-                        let (b, compressed) = ahead.pop_front().expect("BUG: block just fetched");
-                        let raw = reader
-                            .decompress_block(index, b, &compressed)
-                            .map_err(StorageError::from)?;
-                        *block = Some((b, raw));
+                        let cache = &storage.inner.block_cache;
+                        let part_key = reader.name.key();
+                        let raw = match cache.peek(&block_key(&part_key, s.block)) {
+                            Some(raw) => raw,
+                            None => {
+                                while ahead.front().is_some_and(|(b, _)| *b < s.block) {
+                                    ahead.pop_front();
+                                }
+                                if ahead.front().is_none_or(|(b, _)| *b != s.block) {
+                                    let wanted =
+                                        blocks_ahead(index, &positions[*at..], read_ahead, |b| {
+                                            cache.contains(&block_key(&part_key, b))
+                                        });
+                                    let fetched = storage.observe(
+                                        "get",
+                                        reader.fetch_blocks(index, &wanted).await,
+                                    )?;
+                                    *ahead = wanted.into_iter().zip(fetched).collect();
+                                }
+                                let (b, compressed) =
+                                    ahead.pop_front().expect("BUG: block just fetched");
+                                let raw = reader
+                                    .decompress_block(index, b, &compressed)
+                                    .map_err(StorageError::from)?;
+                                cache.insert(block_key(&part_key, b), RawBlock(raw))
+                            }
+                        };
+                        *block = Some((s.block, raw));
                     }
                     let (_, raw) = block.as_ref().expect("BUG: block just loaded");
                     let chunk = raw
+                        .0
                         .get(s.offset as usize..)
                         .ok_or_else(|| reader.corrupt("series offset out of range"))?;
                     decode_kind(s.kind, chunk, mint, maxt, &mut dst.0, &mut dst.1)
@@ -345,14 +361,25 @@ impl Cursor {
 }
 
 /// The distinct blocks the entries at `positions` need, in order, up to
-/// `max_bytes` of compressed bytes (at least the first). A part's entries
-/// are stored in position order, so their blocks ascend.
-fn blocks_ahead(index: &PartIndex, positions: &[usize], max_bytes: u64) -> Vec<u32> {
+/// `max_bytes` of compressed bytes (at least the first, which the caller
+/// does not hold), leaving out those `cached` holds. A part's entries are
+/// stored in position order, so their blocks ascend.
+fn blocks_ahead(
+    index: &PartIndex,
+    positions: &[usize],
+    max_bytes: u64,
+    cached: impl Fn(u32) -> bool,
+) -> Vec<u32> {
     let mut blocks: Vec<u32> = Vec::new();
     let mut bytes = 0;
+    let mut last = None;
     for &p in positions {
         let b = index.series[p].block;
-        if blocks.last() == Some(&b) {
+        if last == Some(b) {
+            continue;
+        }
+        last = Some(b);
+        if !blocks.is_empty() && cached(b) {
             continue;
         }
         if !blocks.is_empty() && bytes + index.block_len(b) > max_bytes {
@@ -444,6 +471,11 @@ impl Storage {
     /// Bytes the part index cache holds.
     pub fn index_cache_bytes(&self) -> usize {
         self.inner.index_cache.bytes()
+    }
+
+    /// Bytes the decompressed block cache holds.
+    pub fn block_cache_bytes(&self) -> usize {
+        self.inner.block_cache.bytes()
     }
 
     /// Samples of every matching series in `[mint, maxt]` (milliseconds, inclusive).

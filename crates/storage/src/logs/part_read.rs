@@ -213,13 +213,13 @@ fn timestamp_pages(meta: &ParquetMetaData) -> Vec<TsPage> {
     pages
 }
 
-impl crate::index_cache::CacheWeight for LogPartMeta {
+impl crate::part_cache::CacheWeight for LogPartMeta {
     fn approx_bytes(&self) -> usize {
         self.approx_bytes
     }
 }
 
-impl crate::index_cache::CacheWeight for PartBlooms {
+impl crate::part_cache::CacheWeight for PartBlooms {
     fn approx_bytes(&self) -> usize {
         PartBlooms::approx_bytes(self)
     }
