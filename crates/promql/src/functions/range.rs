@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use miru_model::{CounterResetHint, FloatHistogram, Labels};
 
-use super::regression::{TimeSumsCache, fit};
+use super::regression::{FIT_LANES, TimeSumsCache, fit, fit_many};
 use super::{absent_labels, kahan_inc, metric_name, quantile};
 use crate::QueryError;
 use crate::SeriesShard;
@@ -398,6 +398,12 @@ impl RangeJob<'_> {
             }
             return Ok(points);
         }
+        if matches!(self.name, "deriv" | "predict_linear") {
+            b.time_sums.begin_series(&s.floats);
+        }
+        if s.hists.is_empty() && matches!(self.name, "deriv" | "predict_linear") {
+            return Ok(self.float_regressions(s, &mut b.present, &mut b.time_sums));
+        }
         let mut points = Vec::new();
         let mut produced_float = false;
         let mut cursor = WindowCursor::default();
@@ -460,6 +466,74 @@ impl RangeJob<'_> {
                 self.pos,
             );
         }
+    }
+
+    /// `deriv` or `predict_linear` of a float-only series at every step:
+    /// the windows are found first, then fitted [`FIT_LANES`] at a time
+    /// (see [`fit_many`]), each step's time sums shared with the series
+    /// before that had the same times. Same results, bit for bit, as the
+    /// step-by-step [`kernel`].
+    fn float_regressions(
+        &self,
+        s: &MSeries,
+        present: &mut [bool],
+        sums: &mut TimeSumsCache,
+    ) -> Vec<Point> {
+        let predict = self.name == "predict_linear";
+        // (step, the window's samples in `s.floats`, intercept time)
+        let mut windows: Vec<(usize, (usize, usize), i64)> = Vec::new();
+        let mut cursor = WindowCursor::default();
+        for (i, present_i) in present.iter_mut().enumerate() {
+            let ts = self.g.ts(i);
+            let (floats, _) = cursor.window(s, self.window.ref_time(ts), self.window.range_ms);
+            if floats.is_empty() {
+                continue;
+            }
+            *present_i = true;
+            if floats.len() < 2 {
+                continue;
+            }
+            let intercept = if predict { ts } else { floats[0].0 };
+            windows.push((i, cursor.float_bounds(), intercept));
+        }
+        let point = |i: usize, (slope, intercept): (f64, f64)| {
+            let f = if predict {
+                let d = self
+                    .params
+                    .first()
+                    .map_or(0.0, |p| p.get(i).copied().unwrap_or(f64::NAN));
+                slope * d + intercept
+            } else {
+                slope
+            };
+            Point {
+                step: i as u32,
+                f,
+                h: None,
+            }
+        };
+        let mut points = Vec::with_capacity(windows.len());
+        let one = |(i, (a, b), at): (usize, (usize, usize), i64), sums: &mut TimeSumsCache| {
+            let w = &s.floats[a..b];
+            point(i, fit(w, &sums.get(i, w, at)))
+        };
+        let mut groups = windows.chunks_exact(FIT_LANES);
+        for g in &mut groups {
+            if g.iter()
+                .all(|&(i, (a, b), at)| sums.keep(i, &s.floats[a..b], at))
+            {
+                let fits = fit_many(
+                    &s.floats,
+                    std::array::from_fn(|k| g[k].1),
+                    std::array::from_fn(|k| sums.kept(g[k].0)),
+                );
+                points.extend(g.iter().zip(fits).map(|(w, f)| point(w.0, f)));
+            } else {
+                points.extend(g.iter().map(|&w| one(w, sums)));
+            }
+        }
+        points.extend(groups.remainder().iter().map(|&w| one(w, sums)));
+        points
     }
 
     /// `rate`, `increase` or `delta` of a float-only series at every step
