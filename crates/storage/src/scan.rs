@@ -643,8 +643,13 @@ impl Storage {
                     .await?;
             }
             let (mut floats, mut hists) = samples;
-            sort_dedup(&mut floats);
-            sort_dedup(&mut hists);
+            // A part's or a frozen generation's samples are sorted without
+            // duplicates; the active head may hold out-of-order samples, and
+            // several sources interleave.
+            if at_min.len() > 1 || only_active {
+                sort_dedup(&mut floats);
+                sort_dedup(&mut hists);
+            }
             room = floats.len();
             if floats.is_empty() && hists.is_empty() {
                 continue;
