@@ -134,83 +134,6 @@ impl WindowCursor {
     }
 }
 
-/// An instant selector's points for a float-only series (most are): at
-/// each reference time `refs[i]`, the latest sample at or before it, if
-/// newer than `lookback` and not a stale marker. The general loop of
-/// [`Evaluator::selector_rows`] without its histogram tests.
-fn float_steps(
-    floats: &[miru_model::Sample],
-    refs: &[i64],
-    lookback: i64,
-    timestamps: bool,
-    out: &mut Vec<Point>,
-) {
-    let mut fi = 0;
-    for (i, &r) in refs.iter().enumerate() {
-        while fi < floats.len() && floats[fi].timestamp_ms <= r {
-            fi += 1;
-        }
-        let Some(x) = fi.checked_sub(1).map(|k| floats[k]) else {
-            continue;
-        };
-        if x.timestamp_ms <= r.saturating_sub(lookback) || is_stale_nan(x.value) {
-            continue;
-        }
-        out.push(Point {
-            step: i as u32,
-            f: if timestamps {
-                x.timestamp_ms as f64 / 1000.0
-            } else {
-                x.value
-            },
-            h: None,
-        });
-    }
-}
-
-/// [`float_steps`] for a series with histogram samples too: at each step
-/// the latest sample of either kind.
-fn mixed_steps(s: &Series, refs: &[i64], lookback: i64, timestamps: bool, out: &mut Vec<Point>) {
-    let (mut fi, mut hi) = (0, 0);
-    for (i, &r) in refs.iter().enumerate() {
-        while fi < s.floats.len() && s.floats[fi].timestamp_ms <= r {
-            fi += 1;
-        }
-        while hi < s.histograms.len() && s.histograms[hi].timestamp_ms <= r {
-            hi += 1;
-        }
-        let f = fi.checked_sub(1).map(|k| &s.floats[k]);
-        let h = hi.checked_sub(1).map(|k| &s.histograms[k]);
-        let (t, f, h) = match (f, h) {
-            (Some(f), Some(h)) if h.timestamp_ms > f.timestamp_ms => {
-                (h.timestamp_ms, 0.0, Some(&h.histogram))
-            }
-            (Some(f), _) => (f.timestamp_ms, f.value, None),
-            (None, Some(h)) => (h.timestamp_ms, 0.0, Some(&h.histogram)),
-            (None, None) => continue,
-        };
-        if t <= r.saturating_sub(lookback) {
-            continue;
-        }
-        if h.is_none() && is_stale_nan(f) || h.is_some_and(|h| is_stale_hist(h)) {
-            continue;
-        }
-        out.push(if timestamps {
-            Point {
-                step: i as u32,
-                f: t as f64 / 1000.0,
-                h: None,
-            }
-        } else {
-            Point {
-                step: i as u32,
-                f,
-                h: h.map(Arc::clone),
-            }
-        });
-    }
-}
-
 fn is_stale_hist(h: &FloatHistogram) -> bool {
     is_stale_nan(h.sum)
 }
@@ -311,10 +234,43 @@ impl Evaluator<'_> {
         for s in series {
             self.check()?;
             row.points.clear();
-            if s.histograms.is_empty() {
-                float_steps(&s.floats, &refs, lookback, timestamps, &mut row.points);
-            } else {
-                mixed_steps(&s, &refs, lookback, timestamps, &mut row.points);
+            let (mut fi, mut hi) = (0, 0);
+            for (i, &r) in refs.iter().enumerate() {
+                while fi < s.floats.len() && s.floats[fi].timestamp_ms <= r {
+                    fi += 1;
+                }
+                while hi < s.histograms.len() && s.histograms[hi].timestamp_ms <= r {
+                    hi += 1;
+                }
+                let f = fi.checked_sub(1).map(|k| &s.floats[k]);
+                let h = hi.checked_sub(1).map(|k| &s.histograms[k]);
+                let (t, f, h) = match (f, h) {
+                    (Some(f), Some(h)) if h.timestamp_ms > f.timestamp_ms => {
+                        (h.timestamp_ms, 0.0, Some(&h.histogram))
+                    }
+                    (Some(f), _) => (f.timestamp_ms, f.value, None),
+                    (None, Some(h)) => (h.timestamp_ms, 0.0, Some(&h.histogram)),
+                    (None, None) => continue,
+                };
+                if t <= r.saturating_sub(lookback) {
+                    continue;
+                }
+                if h.is_none() && is_stale_nan(f) || h.is_some_and(|h| is_stale_hist(h)) {
+                    continue;
+                }
+                row.points.push(if timestamps {
+                    Point {
+                        step: i as u32,
+                        f: t as f64 / 1000.0,
+                        h: None,
+                    }
+                } else {
+                    Point {
+                        step: i as u32,
+                        f,
+                        h: h.map(Arc::clone),
+                    }
+                });
             }
             // Step vectors hold memory too: they count against max_samples.
             self.count_samples(row.points.len())?;
