@@ -11,7 +11,7 @@ use super::{absent_labels, kahan_inc, metric_name, quantile};
 use crate::QueryError;
 use crate::SeriesShard;
 use crate::annotations::{Annotations, fmt_g};
-use crate::eval::parallel::map_in_order;
+use crate::eval::parallel::{for_each_in_order, map_in_order};
 use crate::eval::rows::{Point, Row, RowVisitor, scatter};
 use crate::eval::{
     Evaluator, Grid, MSeries, QueryContext, RangeArg, Sample, Val, Vector, WindowCursor,
@@ -166,9 +166,17 @@ pub(crate) fn range_function_rows(
             at_ms: sel.at_ms,
         };
         let (mint, maxt) = window.fetch_bounds(g);
+        // More shards than threads: the rows of early shards are consumed
+        // (aggregated, say) on this thread while later ones are computed.
+        let threads = ev.opts.parallelism.max(1);
+        let max_shards = if threads > 1 {
+            threads * SHARDS_PER_THREAD
+        } else {
+            1
+        };
         let shards = ev
             .src
-            .select_shards(&sel.matcher_sets[0], mint, maxt, ev.opts.parallelism)?;
+            .select_shards(&sel.matcher_sets[0], mint, maxt, max_shards)?;
         if shards.len() > 1 || ev.opts.parallelism <= 1 {
             let job = RangeJob {
                 name: c.name,
@@ -179,9 +187,12 @@ pub(crate) fn range_function_rows(
                 ctx: ev.ctx(),
                 budget: SampleBudget::new(ev.samples, ev.opts.max_samples),
             };
-            for b in map_in_order(shards, |shard| job.run_shard(shard)) {
-                consume(ev, b, keeps_name, &mut present, visit)?;
-            }
+            for_each_in_order(
+                shards,
+                threads - 1,
+                |shard| job.run_shard(shard),
+                |b| consume(ev, b, keeps_name, &mut present, visit),
+            )?;
             return Ok(present);
         }
         RangeArg {
@@ -250,6 +261,10 @@ fn consume(
     }
     b.end
 }
+
+/// Shards a streamed range function asks the source for per query
+/// thread (each holds at least the storage's minimum of series).
+const SHARDS_PER_THREAD: usize = 4;
 
 /// Series a worker takes per round of a parallel range function over a
 /// range argument held in memory (tiny in tests, so that the property
