@@ -20,35 +20,23 @@ pub fn init_query_threads(threads: usize) {
         .build_global();
 }
 
-/// `job` over `items`, results in item order. One item runs on the
-/// calling thread only. A panic in any job is resumed here once all are
-/// done.
+/// `job` over `items`, results in item order: [`for_each_in_order`] with
+/// a helper per item beyond the first, collecting. A panic in any job is
+/// resumed here.
 pub(crate) fn map_in_order<T, R, F>(items: Vec<T>, job: F) -> Vec<R>
 where
     T: Send,
     R: Send,
     F: Fn(T) -> R + Sync,
 {
-    if items.len() <= 1 {
-        return items.into_iter().map(job).collect();
-    }
-    let mut slots: Vec<Option<R>> = std::iter::repeat_with(|| None).take(items.len()).collect();
-    let job = &job;
-    rayon_core::in_place_scope(|scope| {
-        let mut items = items.into_iter();
-        let mut slot_iter = slots.iter_mut();
-        let (first, first_slot) = (items.next(), slot_iter.next());
-        for (item, slot) in items.zip(slot_iter) {
-            scope.spawn(move |_| *slot = Some(job(item)));
-        }
-        if let (Some(item), Some(slot)) = (first, first_slot) {
-            *slot = Some(job(item));
-        }
+    let helpers = items.len().saturating_sub(1);
+    let mut out = Vec::with_capacity(items.len());
+    let done: Result<(), std::convert::Infallible> = for_each_in_order(items, helpers, job, |r| {
+        out.push(r);
+        Ok(())
     });
-    slots
-        .into_iter()
-        .map(|r| r.expect("BUG: a job of map_in_order did not run"))
-        .collect()
+    let Ok(()) = done;
+    out
 }
 
 /// `job` over `items` on the query threads, with `consume` called on the
@@ -178,7 +166,7 @@ mod tests {
     }
 
     #[test]
-    fn results_are_consumed_in_item_order_as_they_finish() {
+    fn results_are_consumed_in_item_order() {
         for helpers in [0, 1, 3] {
             let items: Vec<u64> = (0..32).collect();
             let mut seen = Vec::new();

@@ -177,7 +177,7 @@ pub(crate) fn range_function_rows(
         let shards = ev
             .src
             .select_shards(&sel.matcher_sets[0], mint, maxt, max_shards)?;
-        if shards.len() > 1 || ev.opts.parallelism <= 1 {
+        if shards.len() > 1 || threads <= 1 {
             let job = RangeJob {
                 name: c.name,
                 g,
