@@ -87,7 +87,7 @@ impl LogQlService {
         let cfg = slots.config();
         let started = Instant::now();
         let deadline = started + cfg.timeout;
-        let _permits = slots
+        let permits = slots
             .acquire(std::slice::from_ref(tenant), deadline)
             .await
             .map_err(|e| LogQlError::Busy(e.to_string()))?;
@@ -106,14 +106,19 @@ impl LogQlService {
         let engine = self.engine.clone();
         let query = query.to_string();
         let src = Arc::clone(&source);
-        let task = tokio::task::spawn_blocking(move || match kind {
-            LogQlKind::Logs(q) => engine.logs(&*src, &query, &q, &ctx),
-            LogQlKind::Instant { t_ns } => engine.instant(&*src, &query, t_ns, &ctx),
-            LogQlKind::Range {
-                start_ns,
-                end_ns,
-                step_ns,
-            } => engine.range(&*src, &query, start_ns, end_ns, step_ns, &ctx),
+        // The slots go with the evaluation (see `QueryService::run`): on a
+        // timeout or a disconnect they are freed once it has stopped.
+        let task = tokio::task::spawn_blocking(move || {
+            let _permits = permits;
+            match kind {
+                LogQlKind::Logs(q) => engine.logs(&*src, &query, &q, &ctx),
+                LogQlKind::Instant { t_ns } => engine.instant(&*src, &query, t_ns, &ctx),
+                LogQlKind::Range {
+                    start_ns,
+                    end_ns,
+                    step_ns,
+                } => engine.range(&*src, &query, start_ns, end_ns, step_ns, &ctx),
+            }
         });
         let left = deadline.saturating_duration_since(Instant::now());
         let value = match tokio::time::timeout(left, task).await {

@@ -79,7 +79,7 @@ impl QueryService {
     ) -> Result<QueryResult, QueryError> {
         let timeout = timeout.map_or(self.cfg.timeout, |t| t.min(self.cfg.timeout));
         let deadline = Instant::now() + timeout;
-        let _permits = self.acquire(tenants, deadline).await?;
+        let permits = self.acquire(tenants, deadline).await?;
         let cancel = Arc::new(AtomicBool::new(false));
         let _guard = CancelOnDrop(Arc::clone(&cancel));
         let ctx = QueryContext {
@@ -94,13 +94,20 @@ impl QueryService {
             budget: ScanBudget::new(self.cfg.max_series as u64, self.cfg.max_memory_bytes),
         };
         let query = query.to_string();
-        tokio::task::spawn_blocking(move || match kind {
-            QueryKind::Instant { time_ms } => engine.instant(&source, &query, time_ms, &ctx),
-            QueryKind::Range {
-                start_ms,
-                end_ms,
-                step_ms,
-            } => engine.range(&source, &query, start_ms, end_ms, step_ms, &ctx),
+        // The slots go with the evaluation, not with this future: a query
+        // whose client went away holds its slots until it has noticed the
+        // cancellation and stopped, so abandoned queries cannot pile up
+        // beyond the concurrency limits.
+        tokio::task::spawn_blocking(move || {
+            let _permits = permits;
+            match kind {
+                QueryKind::Instant { time_ms } => engine.instant(&source, &query, time_ms, &ctx),
+                QueryKind::Range {
+                    start_ms,
+                    end_ms,
+                    step_ms,
+                } => engine.range(&source, &query, start_ms, end_ms, step_ms, &ctx),
+            }
         })
         .await
         .unwrap_or_else(|e| {

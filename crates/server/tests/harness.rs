@@ -350,6 +350,24 @@ pub fn rss_bytes(pid: u32) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// CPU seconds (user + system) a process has used, from `/proc/PID/stat`
+/// (0 when unreadable). Clock ticks are 1/100 s on Linux.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime: fields 14 and 15 of the line, from 1, so 11 and 12
+    // from 0 after the name (field 2).
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
 /// The peak resident memory of a process, sampled every 50 ms on a thread
 /// until [`PeakRss::stop`].
 pub struct PeakRss {

@@ -513,6 +513,94 @@ fn query_limits_name_themselves() {
     );
 }
 
+/// A query that needs no data and keeps both cores busy for tens of seconds
+/// (101 windows of 864,000 subquery points, each sorted for the median): one
+/// series, so only checks inside its per-step loop can stop it early.
+const SLOW_QUERY: &str = "quantile_over_time(0.5, (sin(vector(time())) * 1000 % 17)[10d:1s])";
+
+fn slow_query_form(timeout: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("query", SLOW_QUERY.to_string()),
+        ("start", "1000000000".to_string()),
+        ("end", "1000006000".to_string()),
+        ("step", "60".to_string()),
+        ("timeout", timeout.to_string()),
+    ]
+}
+
+/// CPU the server uses over `window`, after `grace` for a query to notice.
+fn cpu_after(s: &Server, grace: std::time::Duration, window: std::time::Duration) -> f64 {
+    std::thread::sleep(grace);
+    let before = cpu_seconds(s.pid());
+    std::thread::sleep(window);
+    cpu_seconds(s.pid()) - before
+}
+
+#[test]
+fn a_query_stops_when_its_time_runs_out_or_its_client_goes_away() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &["--query.max-concurrent=1", "--query.timeout=120s"],
+    );
+    let form = slow_query_form("1s");
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let started = Instant::now();
+    let (st, body) = post_form(&s, None, "/api/v1/query_range", &form);
+    let took = started.elapsed();
+    assert_eq!((st, &body["errorType"]), (503, &json!("timeout")), "{body}");
+    assert!(
+        took < Duration::from_secs(5),
+        "a 1 s timeout answered after {took:?}"
+    );
+    let idle = cpu_after(&s, Duration::from_secs(1), Duration::from_secs(2));
+    assert!(
+        idle < 0.5,
+        "{idle} CPU seconds used after the timeout: the query ran on"
+    );
+
+    // A client that gives up (as Grafana does when a panel refreshes)
+    // drops its connection; the evaluation must stop with it, and keep its
+    // query slot until it has, or abandoned queries would pile up beyond
+    // the concurrency limit.
+    let form = slow_query_form("100s");
+    let body: String = form
+        .iter()
+        .map(|(k, v)| format!("{k}={}", urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let impatient = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let sent = impatient
+        .post(s.url("/api/v1/query_range"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send();
+    assert!(
+        sent.is_err(),
+        "the slow query answered within 500 ms: {sent:?}"
+    );
+    let busy = cpu_after(&s, Duration::from_secs(1), Duration::from_secs(2));
+    assert!(
+        busy < 0.5,
+        "{busy} CPU seconds used after the client went away: the query ran on"
+    );
+    let (st, body) = post_form(
+        &s,
+        None,
+        "/api/v1/query",
+        &[("query", "1+1"), ("time", "4"), ("timeout", "5s")],
+    );
+    assert_eq!(
+        (st, &body["data"]["result"][1]),
+        (200, &json!("2")),
+        "{body}"
+    );
+}
+
 #[test]
 fn tenants_are_isolated_and_federated_queries_label_the_tenant() {
     let dir = tempfile::tempdir().unwrap();

@@ -315,19 +315,52 @@ impl Grid {
 /// Fails when the query was canceled or ran out of time; the clock is read
 /// every 16th call (`checks` counts them).
 pub(crate) fn check_ctx(ctx: &QueryContext, checks: &mut u32) -> Result<(), QueryError> {
+    *checks = checks.wrapping_add(1);
+    check_ctx_reading_clock(ctx, checks.is_multiple_of(16))
+}
+
+fn check_ctx_reading_clock(ctx: &QueryContext, read_clock: bool) -> Result<(), QueryError> {
     if let Some(c) = &ctx.cancel
         && c.load(Ordering::Relaxed)
     {
         return Err(QueryError::Canceled);
     }
-    *checks = checks.wrapping_add(1);
     if let Some(d) = ctx.deadline
-        && checks.is_multiple_of(16)
+        && read_clock
         && Instant::now() >= d
     {
         return Err(QueryError::Timeout);
     }
     Ok(())
+}
+
+/// Checks cancellation and the deadline once per [`WorkMeter::PER_CHECK`]
+/// units of work (samples looked at), for loops over steps: one step over a
+/// window of a million points can take as long as a whole ordinary query,
+/// so a check per series is too rare, while a clock read per step of the
+/// usual small windows would cost more than the step.
+pub(crate) struct WorkMeter {
+    left: usize,
+}
+
+impl WorkMeter {
+    const PER_CHECK: usize = 1 << 16;
+
+    pub(crate) fn new() -> Self {
+        WorkMeter {
+            left: Self::PER_CHECK,
+        }
+    }
+
+    /// Counts `n` units of work about to be done.
+    pub(crate) fn add(&mut self, ctx: &QueryContext, n: usize) -> Result<(), QueryError> {
+        if n < self.left {
+            self.left -= n;
+            return Ok(());
+        }
+        self.left = Self::PER_CHECK;
+        check_ctx_reading_clock(ctx, true)
+    }
 }
 
 pub(crate) struct Evaluator<'a> {
@@ -690,6 +723,39 @@ mod tests {
             src.add_float(&l, i * 60_000, i as f64);
         }
         src
+    }
+
+    #[test]
+    fn a_work_meter_checks_once_per_batch_of_work() {
+        let cancel = Arc::new(AtomicBool::new(true));
+        let canceled = QueryContext {
+            deadline: None,
+            cancel: Some(Arc::clone(&cancel)),
+        };
+        let mut meter = WorkMeter::new();
+        for _ in 0..WorkMeter::PER_CHECK - 1 {
+            assert!(
+                meter.add(&canceled, 1).is_ok(),
+                "checked before a batch was done"
+            );
+        }
+        assert!(matches!(meter.add(&canceled, 1), Err(QueryError::Canceled)));
+        // One large unit of work (a step over a huge window) is checked at once.
+        let mut meter = WorkMeter::new();
+        assert!(matches!(
+            meter.add(&canceled, 1 << 20),
+            Err(QueryError::Canceled)
+        ));
+        let past = QueryContext {
+            deadline: Some(Instant::now()),
+            cancel: None,
+        };
+        assert!(matches!(
+            WorkMeter::new().add(&past, WorkMeter::PER_CHECK),
+            Err(QueryError::Timeout)
+        ));
+        cancel.store(false, Ordering::Relaxed);
+        assert!(WorkMeter::new().add(&canceled, 1 << 20).is_ok());
     }
 
     /// A range function streamed from shards on several threads counts

@@ -15,7 +15,7 @@ use crate::eval::parallel::{for_each_in_order, map_in_order};
 use crate::eval::rows::{Point, Row, RowVisitor, scatter};
 use crate::eval::{
     Evaluator, Grid, MSeries, QueryContext, RangeArg, Sample, Val, Vector, WindowCursor,
-    WindowSpec, check_ctx,
+    WindowSpec, WorkMeter, check_ctx,
 };
 use crate::histogram as hist;
 use crate::plan::{Call, Node, ValueType};
@@ -407,7 +407,7 @@ impl RangeJob<'_> {
             Vec::new()
         };
         if s.hists.is_empty() && matches!(self.name, "rate" | "increase" | "delta") {
-            let points = self.float_rates(s, &drops, &mut b.present);
+            let points = self.float_rates(s, &drops, &mut b.present)?;
             if counter_fn && !points.is_empty() {
                 self.note_if_not_counter(&s.labels, &mut b.annos);
             }
@@ -417,12 +417,13 @@ impl RangeJob<'_> {
             b.time_sums.begin_series(&s.floats);
         }
         if s.hists.is_empty() && matches!(self.name, "deriv" | "predict_linear") {
-            return Ok(self.float_regressions(s, &mut b.present, &mut b.time_sums));
+            return self.float_regressions(s, &mut b.present, &mut b.time_sums);
         }
         let mut points = Vec::new();
         let mut produced_float = false;
         let mut cursor = WindowCursor::default();
         let mut step_params = vec![0.0; self.params.len()];
+        let mut meter = WorkMeter::new();
         for (i, present_i) in b.present.iter_mut().enumerate() {
             let ts = g.ts(i);
             let r = arg.ref_time(ts);
@@ -430,6 +431,7 @@ impl RangeJob<'_> {
             if floats.is_empty() && hists.is_empty() {
                 continue;
             }
+            meter.add(self.ctx, floats.len() + hists.len())?;
             let (f0, f1) = cursor.float_bounds();
             let no_float_drops =
                 counter_fn && f1 > f0 && (drops.is_empty() || drops[f1 - 1] == drops[f0]);
@@ -493,7 +495,7 @@ impl RangeJob<'_> {
         s: &MSeries,
         present: &mut [bool],
         sums: &mut TimeSumsCache,
-    ) -> Vec<Point> {
+    ) -> Result<Vec<Point>, QueryError> {
         let predict = self.name == "predict_linear";
         // (step, the window's samples in `s.floats`, intercept time)
         let mut windows: Vec<(usize, (usize, usize), i64)> = Vec::new();
@@ -532,8 +534,10 @@ impl RangeJob<'_> {
             let w = &s.floats[a..b];
             point(i, fit(w, &sums.get(i, w, at)))
         };
+        let mut meter = WorkMeter::new();
         let mut groups = windows.chunks_exact(FIT_LANES);
         for g in &mut groups {
+            meter.add(self.ctx, g.iter().map(|&(_, (a, b), _)| b - a).sum())?;
             if g.iter()
                 .all(|&(i, (a, b), at)| sums.keep(i, &s.floats[a..b], at))
             {
@@ -548,7 +552,7 @@ impl RangeJob<'_> {
             }
         }
         points.extend(groups.remainder().iter().map(|&w| one(w, sums)));
-        points
+        Ok(points)
     }
 
     /// `rate`, `increase` or `delta` of a float-only series at every step
@@ -559,12 +563,18 @@ impl RangeJob<'_> {
     /// dominates; with nothing else in the loop the processor overlaps the
     /// chains of consecutive steps. Same formula as [`extrapolated_rate`]
     /// (one function computes both).
-    fn float_rates(&self, s: &MSeries, drops: &[u32], present: &mut [bool]) -> Vec<Point> {
+    fn float_rates(
+        &self,
+        s: &MSeries,
+        drops: &[u32],
+        present: &mut [bool],
+    ) -> Result<Vec<Point>, QueryError> {
         let is_counter = self.name != "delta";
         let is_rate = self.name == "rate";
         let range_ms = self.window.range_ms;
         let mut windows: Vec<RateWindow> = Vec::new();
         let mut cursor = WindowCursor::default();
+        let mut meter = WorkMeter::new();
         for (i, present_i) in present.iter_mut().enumerate() {
             let r = self.window.ref_time(self.g.ts(i));
             let (floats, _) = cursor.window(s, r, range_ms);
@@ -579,6 +589,7 @@ impl RangeJob<'_> {
             let (first, last) = (floats[0], floats[floats.len() - 1]);
             let mut result = last.1 - first.1;
             if is_counter && !drops.is_empty() && drops[f1 - 1] != drops[f0] {
+                meter.add(self.ctx, floats.len())?;
                 for w in floats.windows(2) {
                     if w[1].1 < w[0].1 {
                         result += w[0].1;
@@ -596,7 +607,7 @@ impl RangeJob<'_> {
             });
         }
         let mut factors = FactorMemo::default();
-        windows
+        Ok(windows
             .iter()
             .map(|w| Point {
                 step: w.step,
@@ -612,7 +623,7 @@ impl RangeJob<'_> {
                     ),
                 h: None,
             })
-            .collect()
+            .collect())
     }
 }
 
