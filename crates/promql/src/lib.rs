@@ -31,5 +31,5 @@ pub use eval::{Engine, EngineOptions, QueryContext};
 pub use memory::MemorySource;
 pub use position::parse_error_position;
 pub use source::{LoadedShard, Series, SeriesShard, SeriesSource};
-pub use syntax::parse;
+pub use syntax::{MAX_NESTING, parse};
 pub use value::{InstantSample, PointValue, QueryResult, RangeSeries, Value};

@@ -300,10 +300,52 @@ pub(crate) fn huge_duration_number(q: &str) -> Option<String> {
     None
 }
 
+/// Where a query's syntax tree could become deeper than `limit` levels:
+/// the byte offset of the token at which an upper bound of that depth,
+/// read from the text alone, first exceeds it. Every node on a path from
+/// the root is either a bracketed one (call, aggregation, parentheses,
+/// range, subquery), each nested inside the brackets of the one before, or
+/// an operator (binary or unary), each a token of its own; so the depth is
+/// at most the deepest bracket nesting plus the number of operator
+/// characters and keywords. Label matchers (inside braces) and strings do
+/// not count.
+pub(crate) fn nesting_exceeds(q: &str, limit: usize) -> Option<usize> {
+    let mut brackets = 0usize;
+    let mut braces = 0usize;
+    let mut operators = 0usize;
+    for t in tokenize(q) {
+        let text = &q[t.start..t.end];
+        match &t.tok {
+            Tok::Open(b'{') => braces += 1,
+            Tok::Close if text == "}" => braces = braces.saturating_sub(1),
+            _ if braces > 0 => {}
+            Tok::Open(_) => brackets += 1,
+            Tok::Close => brackets = brackets.saturating_sub(1),
+            Tok::Ident(w)
+                if ["and", "or", "unless", "atan2"]
+                    .iter()
+                    .any(|k| w.eq_ignore_ascii_case(k)) =>
+            {
+                operators += 1
+            }
+            Tok::Other if text.len() == 1 && "+-*/%^=!<>".contains(text) => operators += 1,
+            _ => {}
+        }
+        if brackets + operators > limit {
+            return Some(t.start);
+        }
+    }
+    None
+}
+
 /// Best guess of where a query that does not parse goes wrong: the start of
 /// the first token after the longest prefix that some short completion
 /// turns into a valid query. Returns a 1-based `(line, col)`.
 pub fn parse_error_position(query: &str) -> (usize, usize) {
+    if let Some(off) = nesting_exceeds(query, crate::syntax::MAX_NESTING) {
+        let p = pos_at(query, off);
+        return (p.line, p.col);
+    }
     let toks = tokenize(query);
     const COMPLETIONS: &[&str] = &[
         "", ")", "))", ")))", "]", "])", "}", "\"}", "1", "x", "x)", "x))", "1)", "1))", "x]",
@@ -464,6 +506,25 @@ mod tests {
         let s = call_sites("histogram_quantile(0.5, x) @ start()");
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].args[1].to_string(), "1:25");
+    }
+
+    #[test]
+    fn bounds_the_nesting_of_brackets_and_operators() {
+        assert_eq!(nesting_exceeds("sum(rate(x[5m]))", 3), None);
+        assert_eq!(nesting_exceeds("sum(rate(x[5m]))", 2), Some(10));
+        assert_eq!(nesting_exceeds("a + b - c", 2), None);
+        assert_eq!(nesting_exceeds("a + b - c or d", 2), Some(10));
+        assert_eq!(nesting_exceeds("a == -b", 2), Some(5));
+        // Matchers, strings, comments and exponents are not operators.
+        let q = "x{a=~\"(((+-\", b!=\"-\"} + label_replace(y, \"d\", \"(((\", \"\", \"\") # ((((\n* 1e-3";
+        assert_eq!(nesting_exceeds(q, 2), None);
+        assert_eq!(
+            nesting_exceeds(q, 1),
+            Some(q.find("label_replace(").unwrap() + 13)
+        );
+        // Closing brackets lower the bracket depth; operators stay counted.
+        assert_eq!(nesting_exceeds("((a)) + ((b))", 3), None);
+        assert_eq!(nesting_exceeds("((a)) + ((b))", 2), Some(9));
     }
 
     #[test]

@@ -9,10 +9,22 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use promql_parser::parser::Expr;
 
-use crate::position::huge_duration_number;
+use crate::position::{huge_duration_number, nesting_exceeds};
+
+/// How deep a query's syntax tree may be, as bounded by
+/// [`nesting_exceeds`]: the parser's tree, its drop, the planner and the
+/// evaluator are recursive, and a deeper tree (`((((…1…))))`, a chain of
+/// thousands of `+`) would overflow the thread's stack and abort the
+/// process. Real queries stay far below this.
+pub const MAX_NESTING: usize = 512;
 
 /// Parses a PromQL expression; the error is promql-parser's message.
 pub fn parse(query: &str) -> Result<Expr, String> {
+    if nesting_exceeds(query, MAX_NESTING).is_some() {
+        return Err(format!(
+            "expression nested too deeply: more than {MAX_NESTING} levels of brackets and operators"
+        ));
+    }
     if let Some(number) = huge_duration_number(query) {
         return Err(format!("duration out of range: {number}"));
     }

@@ -9,6 +9,9 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use miru::{app, cli};
 
+/// Stack of each thread of the server's runtime (see where it is set).
+const QUERY_THREAD_STACK_BYTES: usize = 64 << 20;
+
 /// How long an idle blocking thread of the server's runtime lives.
 const BLOCKING_THREAD_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -43,6 +46,14 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("miru")
+                // Parsing, planning and evaluating a query recurse over its
+                // syntax tree, up to `miru_promql::MAX_NESTING` (512) levels
+                // deep. 2 MiB, the default, held ~2,000 levels of nested
+                // calls in a release build but under 200 in a debug one (the
+                // tests' build), 16 MiB under 250 nested subqueries there;
+                // 64 MiB holds the limit in every shape tried. The stack is
+                // reserved address space, resident only as deep as used.
+                .thread_stack_size(QUERY_THREAD_STACK_BYTES)
                 // Blocking threads (part writes, compactions, query
                 // evaluation) keep the memory they freed in their mimalloc
                 // heaps while they sit idle in the pool: after a 50k-series

@@ -513,6 +513,91 @@ fn query_limits_name_themselves() {
     );
 }
 
+/// Query texts whose syntax trees are `n` levels deep, in the shapes that
+/// nest: parentheses, calls, aggregations, left- and right-associative
+/// operator chains, unary minus.
+fn nested_queries(n: usize) -> Vec<String> {
+    vec![
+        format!("{}1{}", "(".repeat(n), ")".repeat(n)),
+        format!("{}vector(1){}", "abs(".repeat(n), ")".repeat(n)),
+        format!("{}up{}", "sum(".repeat(n), ")".repeat(n)),
+        vec!["1"; n].join(" + "),
+        vec!["up"; n].join(" ^ "),
+        format!("{}up", "-".repeat(n)),
+        // Two brackets per level.
+        format!(
+            "{}vector(1){}",
+            "max_over_time(".repeat(n / 2),
+            "[5m:1m])".repeat(n / 2)
+        ),
+    ]
+}
+
+#[test]
+fn deeply_nested_queries_are_refused_without_taking_the_server_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    // Deep but within the limit: answered.
+    for q in nested_queries(500) {
+        let (st, body) = post_form(&s, None, "/api/v1/query", &[("query", &q), ("time", "4")]);
+        assert_eq!(st, 200, "{}: {body}", &q[..40.min(q.len())]);
+        let range = [
+            ("query", q.as_str()),
+            ("start", "0"),
+            ("end", "600"),
+            ("step", "60"),
+        ];
+        let (st, body) = post_form(&s, None, "/api/v1/query_range", &range);
+        assert_eq!(st, 200, "{}: {body}", &q[..40.min(q.len())]);
+    }
+    // Ten times deeper (each would overflow a thread's stack): bad_data
+    // naming the position where the limit is crossed, on every endpoint
+    // that parses; the server stays up.
+    for q in nested_queries(5000) {
+        let short = &q[..40.min(q.len())];
+        for (path, form) in [
+            ("/api/v1/query", vec![("query", q.as_str()), ("time", "4")]),
+            (
+                "/api/v1/query_range",
+                vec![
+                    ("query", q.as_str()),
+                    ("start", "0"),
+                    ("end", "60"),
+                    ("step", "15"),
+                ],
+            ),
+            ("/api/v1/parse_query", vec![("query", q.as_str())]),
+            ("/api/v1/format_query", vec![("query", q.as_str())]),
+        ] {
+            let (st, body) = post_form(&s, None, path, &form);
+            assert_eq!(
+                (st, &body["errorType"]),
+                (400, &json!("bad_data")),
+                "{path} {short}: {body}"
+            );
+            // `[invalid parameter "query": ]1:COL: parse error: …`
+            let err = body["error"].as_str().unwrap();
+            let at = err
+                .find(": parse error: expression nested too deeply")
+                .unwrap_or_else(|| panic!("{path} {short}: {err}"));
+            let pos = err[..at].rsplit(' ').next().unwrap();
+            let col = pos.strip_prefix("1:").and_then(|c| c.parse::<usize>().ok());
+            assert!(col.is_some_and(|c| c > 1), "{path} {short}: {err}");
+        }
+    }
+    let (st, body) = post_form(
+        &s,
+        None,
+        "/api/v1/query",
+        &[("query", "1+1"), ("time", "4")],
+    );
+    assert_eq!(
+        (st, &body["data"]["result"][1]),
+        (200, &json!("2")),
+        "{body}"
+    );
+}
+
 /// A query that needs no data and keeps both cores busy for tens of seconds
 /// (101 windows of 864,000 subquery points, each sorted for the median): one
 /// series, so only checks inside its per-step loop can stop it early.
