@@ -7,13 +7,17 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-/// POST a form like Grafana's backend does (its default method).
-fn post_form(s: &Server, tenant: Option<&str>, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
-    let body: String = form
-        .iter()
+/// A form body, `application/x-www-form-urlencoded`.
+fn form_body(form: &[(&str, &str)]) -> String {
+    form.iter()
         .map(|(k, v)| format!("{k}={}", urlencode(v)))
         .collect::<Vec<_>>()
-        .join("&");
+        .join("&")
+}
+
+/// POST a form like Grafana's backend does (its default method).
+fn post_form(s: &Server, tenant: Option<&str>, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
+    let body = form_body(form);
     let mut r = client()
         .post(s.url(path))
         .header("Content-Type", "application/x-www-form-urlencoded")
@@ -650,11 +654,8 @@ fn a_query_stops_when_its_time_runs_out_or_its_client_goes_away() {
     // query slot until it has, or abandoned queries would pile up beyond
     // the concurrency limit.
     let form = slow_query_form("100s");
-    let body: String = form
-        .iter()
-        .map(|(k, v)| format!("{k}={}", urlencode(v)))
-        .collect::<Vec<_>>()
-        .join("&");
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let body = form_body(&form);
     let impatient = reqwest::blocking::Client::builder()
         .timeout(Duration::from_millis(500))
         .build()
