@@ -614,6 +614,73 @@ mod tests {
     }
 
     #[test]
+    fn metric_queries_with_only_line_filters_group_by_metadata_as_the_full_pipeline_does() {
+        // Entries of a stream whose structured metadata repeat, alternate,
+        // are missing, come in another order, or name a stream label: the
+        // series found once per metadata (the path for pipelines of line
+        // filters only) must be the series the full pipeline builds.
+        let mut src = MemorySource::new();
+        let meta = |k: usize| -> Vec<(String, String)> {
+            let level = ["info", "warn", "info", "error"][k % 4];
+            match k % 7 {
+                0 => Vec::new(),
+                1 => vec![("app".into(), "m".into())],
+                2 => vec![("trace".into(), "t".into()), ("level".into(), level.into())],
+                _ => vec![("level".into(), level.into()), ("trace".into(), "t".into())],
+            }
+        };
+        for app in ["a", "b"] {
+            let l = Labels::from_pairs([("app", app)]);
+            for k in 0..3_000usize {
+                src.push(
+                    &l,
+                    LogEntry {
+                        timestamp_ns: k as i64 * 100_000_000,
+                        line: format!("k={k} {}", if k % 3 == 0 { "GET" } else { "POST" }),
+                        structured_metadata: meta(k),
+                    },
+                );
+            }
+        }
+        let ctx = QueryContext::default();
+        let run = |query: &str| {
+            Engine::default().range(&src, query, 0, 300_000_000_000, 30_000_000_000, &ctx)
+        };
+        for (fast, full) in [
+            (
+                r#"count_over_time({app=~".+"} [1m])"#,
+                r#"count_over_time({app=~".+"} | __error__="" [1m])"#,
+            ),
+            (
+                r#"bytes_over_time({app=~".+"} |= "GET" [1m])"#,
+                r#"bytes_over_time({app=~".+"} |= "GET" | __error__="" [1m])"#,
+            ),
+            (
+                r#"sum by (level) (rate({app="a"} != "POST" |~ "k=1" [2m]))"#,
+                r#"sum by (level) (rate({app="a"} != "POST" |~ "k=1" | __error__="" [2m]))"#,
+            ),
+            (
+                r#"sum by (app_extracted) (count_over_time({app=~".+"} |= "GET" [1m]))"#,
+                r#"sum by (app_extracted) (count_over_time({app=~".+"} |= "GET" | __error__="" [1m]))"#,
+            ),
+        ] {
+            let (a, b) = (run(fast), run(full));
+            assert!(a.is_ok(), "{fast}: {a:?}");
+            assert_eq!(a, b, "{fast}");
+        }
+        let Ok(Value::Matrix(m)) = run(r#"count_over_time({app=~".+"} [1m])"#) else {
+            panic!("not a matrix");
+        };
+        // a and b, each with no metadata, app_extracted, and three levels.
+        assert_eq!(
+            m.len(),
+            10,
+            "{:?}",
+            m.iter().map(|s| &s.labels).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
     fn log_query_keeps_categories_limit_and_direction() {
         let src = source();
         let q = LogQuery {

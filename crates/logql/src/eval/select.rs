@@ -193,6 +193,13 @@ struct Extract<'a> {
     allowance: usize,
 }
 
+/// Where a kept entry's sample goes: a series the run already has, or one
+/// with these labels (found or added once the sample is counted).
+enum Target {
+    Known(usize),
+    Labels(Labels),
+}
+
 impl Extract<'_> {
     fn run(&self, streams: &[(Labels, Vec<LogEntry>)]) -> Result<Local, QueryError> {
         let mut by_labels: HashMap<Labels, usize> = HashMap::default();
@@ -200,61 +207,112 @@ impl Extract<'_> {
             series: Vec::new(),
             samples: 0,
         };
+        // With only line filters and no unwrap, an entry's labels are its
+        // stream's plus its structured metadata, so entries of a stream
+        // with equal metadata (the common case: one `detected_level`) share
+        // a series, found once instead of building and hashing the labels
+        // of every line.
+        let labels_from_metadata = self.agg.unwrap.is_none() && self.pipeline.only_filters_lines();
         for (stream_labels, entries) in streams {
             let base = LabelSet::from_stream(stream_labels);
+            let mut known: HashMap<&[(String, String)], usize> = HashMap::default();
+            let mut last: Option<(&[(String, String)], usize)> = None;
             for (n, entry) in entries.iter().enumerate() {
                 if n % 1024 == 0 {
                     self.ctx.check()?;
                 }
-                let Some((line, mut labels)) = run_entry(self.pipeline, &base, entry) else {
-                    continue;
-                };
-                let value = match &self.agg.unwrap {
-                    None if self.bytes => line.len() as f64,
-                    None => 1.0,
-                    Some(u) => {
-                        let Some(raw) = labels.get(&u.label).filter(|v| !v.is_empty()) else {
-                            continue;
-                        };
-                        let v = match convert(u.conversion, raw) {
-                            Ok(v) => v,
-                            Err(e) => {
-                                labels.set_error(EXTRACTION_ERR, e);
-                                0.0
-                            }
-                        };
-                        if !self.post.iter().all(|f| f.keep(&mut labels)) {
-                            continue;
-                        }
-                        labels.remove(&u.label);
-                        v
+                let (target, value) = if labels_from_metadata {
+                    if !self.pipeline.keeps_line(&entry.line) {
+                        continue;
                     }
+                    let value = if self.bytes {
+                        entry.line.len() as f64
+                    } else {
+                        1.0
+                    };
+                    let meta = entry.structured_metadata.as_slice();
+                    let target = match last.filter(|(m, _)| *m == meta) {
+                        Some((_, i)) => Target::Known(i),
+                        None => match known.get(meta) {
+                            Some(&i) => Target::Known(i),
+                            None => {
+                                let mut labels = base.clone();
+                                for (k, v) in meta {
+                                    labels.add_metadata(k, v);
+                                }
+                                Target::Labels(self.series_labels(&labels)?)
+                            }
+                        },
+                    };
+                    (target, value)
+                } else {
+                    let Some((line, mut labels)) = run_entry(self.pipeline, &base, entry) else {
+                        continue;
+                    };
+                    let value = match &self.agg.unwrap {
+                        None if self.bytes => line.len() as f64,
+                        None => 1.0,
+                        Some(u) => {
+                            let Some(raw) = labels.get(&u.label).filter(|v| !v.is_empty()) else {
+                                continue;
+                            };
+                            let v = match convert(u.conversion, raw) {
+                                Ok(v) => v,
+                                Err(e) => {
+                                    labels.set_error(EXTRACTION_ERR, e);
+                                    0.0
+                                }
+                            };
+                            if !self.post.iter().all(|f| f.keep(&mut labels)) {
+                                continue;
+                            }
+                            labels.remove(&u.label);
+                            v
+                        }
+                    };
+                    (Target::Labels(self.series_labels(&labels)?), value)
                 };
-                fail_on_error(&labels)?;
-                let mut l = labels.to_labels();
-                if let Some(g) = &self.agg.grouping {
-                    l = group_labels(&l, g);
-                }
                 local.samples += 1;
                 if local.samples > self.allowance {
                     // The merge adds this run's count and names the limit.
                     return Ok(local);
                 }
-                let idx = match by_labels.get(&l) {
-                    Some(i) => *i,
-                    None => {
-                        by_labels.insert(l.clone(), local.series.len());
-                        local.series.push(RawSeries {
-                            labels: l,
-                            points: Vec::new(),
-                        });
-                        local.series.len() - 1
-                    }
+                let idx = match target {
+                    Target::Known(i) => i,
+                    Target::Labels(l) => match by_labels.get(&l) {
+                        Some(i) => *i,
+                        None => {
+                            by_labels.insert(l.clone(), local.series.len());
+                            local.series.push(RawSeries {
+                                labels: l,
+                                points: Vec::new(),
+                            });
+                            local.series.len() - 1
+                        }
+                    },
                 };
+                if labels_from_metadata {
+                    let meta = entry.structured_metadata.as_slice();
+                    if last.is_none_or(|(m, _)| m != meta) {
+                        known.insert(meta, idx);
+                        last = Some((meta, idx));
+                    }
+                }
                 local.series[idx].points.push((entry.timestamp_ns, value));
             }
         }
         Ok(local)
+    }
+
+    /// The labels of the series a kept entry's sample belongs to; an error
+    /// label left by the pipeline fails the query, as in Loki.
+    fn series_labels(&self, labels: &LabelSet) -> Result<Labels, QueryError> {
+        fail_on_error(labels)?;
+        let l = labels.to_labels();
+        Ok(match &self.agg.grouping {
+            Some(g) => group_labels(&l, g),
+            None => l,
+        })
     }
 }
 

@@ -120,6 +120,24 @@ impl Pipeline {
         Self::new(&log.stages)
     }
 
+    /// Whether every stage is a line filter: such a pipeline neither
+    /// changes the line nor reads or sets a label, so whether it keeps an
+    /// entry depends on the line alone and the entry's labels are its
+    /// stream's and structured metadata.
+    pub fn only_filters_lines(&self) -> bool {
+        self.stages.iter().all(|s| matches!(s, CStage::Line(_)))
+    }
+
+    /// Whether the line filters keep `line`; for a pipeline that
+    /// [`only_filters_lines`](Self::only_filters_lines), the same answer as
+    /// [`process`](Self::process) without copying the line.
+    pub fn keeps_line(&self, line: &str) -> bool {
+        self.stages.iter().all(|s| match s {
+            CStage::Line(f) => f.keep(line),
+            _ => true,
+        })
+    }
+
     /// Runs the stages over one line; `false` drops it.
     pub fn process(&self, ts_ns: i64, line: &mut String, labels: &mut LabelSet) -> bool {
         for s in &self.stages {
