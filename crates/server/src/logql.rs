@@ -101,6 +101,7 @@ impl LogQlService {
             tenant: tenant.clone(),
             rt: tokio::runtime::Handle::current(),
             budget: ScanBudget::new(cfg.max_series as u64, cfg.max_memory_bytes),
+            threads: crate::query::threads_per_query(cfg),
             stats: Mutex::new(ReadStats::default()),
         });
         let engine = self.engine.clone();
@@ -145,6 +146,8 @@ struct StorageLogSource {
     tenant: TenantId,
     rt: tokio::runtime::Handle,
     budget: ScanBudget,
+    /// Threads that may decode parts for one selection (`query.parallelism`).
+    threads: usize,
     stats: Mutex<ReadStats>,
 }
 
@@ -182,6 +185,7 @@ impl LogSource for StorageLogSource {
                     line_contains: req.line_filters.to_vec(),
                     label_equals: req.label_equals.to_vec(),
                     skip_lines: !req.lines_needed,
+                    threads: self.threads,
                 },
                 &self.budget,
             ))

@@ -163,7 +163,7 @@ impl QueryService {
 }
 
 /// `query.parallelism`, with 0 meaning one thread per core.
-fn threads_per_query(cfg: &QuerySection) -> usize {
+pub(crate) fn threads_per_query(cfg: &QuerySection) -> usize {
     match cfg.parallelism {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,

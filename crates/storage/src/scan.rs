@@ -58,11 +58,19 @@ pub enum ScanLimit {
 }
 
 /// Series and bytes one query may hold, shared by all the scans of the
-/// query (one per selector). Zero means no bound.
-#[derive(Debug, Default)]
+/// query (one per selector). Zero means no bound. A clone is the same
+/// budget (its counters are shared), for reads of one query on several
+/// threads.
+#[derive(Debug, Default, Clone)]
 pub struct ScanBudget {
     max_series: u64,
     max_bytes: u64,
+    charged: Arc<Charged>,
+}
+
+/// What a budget has been charged, shared by its clones.
+#[derive(Debug, Default)]
+struct Charged {
     series: AtomicU64,
     bytes: AtomicU64,
     /// Hashes of the log streams charged so far: a log query reads its
@@ -85,11 +93,11 @@ impl ScanBudget {
 
     /// Bytes charged so far.
     pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
+        self.charged.bytes.load(Ordering::Relaxed)
     }
 
     pub(crate) fn charge_series(&self) -> Result<(), StorageError> {
-        let n = self.series.fetch_add(1, Ordering::Relaxed) + 1;
+        let n = self.charged.series.fetch_add(1, Ordering::Relaxed) + 1;
         if self.max_series > 0 && n > self.max_series {
             return Err(StorageError::Limit(ScanLimit::Series(self.max_series)));
         }
@@ -101,6 +109,7 @@ impl ScanBudget {
         use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
         let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(labels);
         let new = self
+            .charged
             .streams_seen
             .lock()
             .expect("BUG: scan budget lock poisoned")
@@ -109,7 +118,7 @@ impl ScanBudget {
     }
 
     pub(crate) fn charge_bytes(&self, n: u64) -> Result<(), StorageError> {
-        let total = self.bytes.fetch_add(n, Ordering::Relaxed) + n;
+        let total = self.charged.bytes.fetch_add(n, Ordering::Relaxed) + n;
         if self.max_bytes > 0 && total > self.max_bytes {
             return Err(StorageError::Limit(ScanLimit::Bytes(self.max_bytes)));
         }

@@ -819,6 +819,101 @@ mod logs {
         assert_eq!(sel.part_rows_skipped, 0);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_on_several_threads_give_what_one_thread_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path()).await;
+        let t = TenantId::new("team-a").unwrap();
+        // Streams of uneven sizes in two parts and the head: large enough
+        // that each part's read is cut into runs of streams.
+        let batch = |round: i64| -> Vec<LogStreamWrite> {
+            [30_000i64, 1, 20_000, 9_000, 15_000]
+                .iter()
+                .enumerate()
+                .map(|(a, &n)| LogStreamWrite {
+                    labels: Labels::from_pairs([("app", format!("app-{a}"))]),
+                    entries: (0..n)
+                        .map(|k| LogEntry {
+                            timestamp_ns: T0 + (round * 40_000 + k) * 1_000_003,
+                            line: format!("round={round} k={k} status={}", 200 + k % 7 * 50),
+                            structured_metadata: vec![(
+                                "level".into(),
+                                ["info", "warn"][k as usize % 2].into(),
+                            )],
+                        })
+                        .collect(),
+                })
+                .collect()
+        };
+        for round in 0..3 {
+            s.append_logs(&t, batch(round), LOG_LIMITS).await.unwrap();
+            if round < 2 {
+                s.flush().await.unwrap();
+            }
+        }
+        assert_eq!(s.log_parts(&t).len(), 2);
+        let select = |hints: LogReadHints, from: i64, to: i64, budget: ScanBudget| {
+            let (s, t) = (s.clone(), t.clone());
+            async move { s.select_logs(&t, &[], from, to, &hints, &budget).await }
+        };
+        let facts = |x: &miru_storage::logs::LogSelection| {
+            (
+                x.streams.clone(),
+                x.parts_read,
+                x.part_bytes,
+                x.part_rows,
+                x.part_rows_skipped,
+                x.entries,
+                x.line_bytes,
+                x.scanned_entries,
+                x.scanned_line_bytes,
+            )
+        };
+        let window = (T0 + 25_000 * 1_000_003, T0 + 95_000 * 1_000_003);
+        for (needle, (from, to)) in [
+            (None, (i64::MIN, i64::MAX)),
+            (Some("status=350"), (i64::MIN, i64::MAX)),
+            (None, window),
+            (Some("k=1234 "), window),
+        ] {
+            let hints = |threads| LogReadHints {
+                line_contains: needle.map(str::to_string).into_iter().collect(),
+                threads,
+                ..Default::default()
+            };
+            let one = select(hints(1), from, to, ScanBudget::unlimited())
+                .await
+                .unwrap();
+            assert!(one.entries > 0, "{needle:?}");
+            for threads in [2, 3, 8] {
+                let many = select(hints(threads), from, to, ScanBudget::unlimited())
+                    .await
+                    .unwrap();
+                assert!(
+                    facts(&many) == facts(&one),
+                    "{needle:?} {from}..{to} on {threads} threads: {} entries against {}",
+                    many.entries,
+                    one.entries
+                );
+            }
+        }
+        // A budget shared by the threads still stops the read.
+        let limited = select(
+            LogReadHints {
+                threads: 2,
+                ..Default::default()
+            },
+            i64::MIN,
+            i64::MAX,
+            ScanBudget::new(0, 1 << 20),
+        )
+        .await;
+        assert!(
+            matches!(limited, Err(miru_storage::StorageError::Limit(_))),
+            "{limited:?}"
+        );
+    }
+
     fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         let mut out = Vec::new();
         for e in std::fs::read_dir(dir).unwrap() {

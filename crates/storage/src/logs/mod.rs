@@ -48,6 +48,10 @@ pub struct LogReadHints {
     /// The query never reads the lines: entries may come with empty lines
     /// and the line column is not fetched.
     pub skip_lines: bool,
+    /// Threads that may decode parts at once for this read (0 or 1: the
+    /// calling task alone). The pages of large selections are cut into
+    /// runs of whole streams, decoded side by side.
+    pub threads: usize,
 }
 
 impl LogReadHints {

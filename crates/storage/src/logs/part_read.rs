@@ -406,6 +406,54 @@ impl LogPartMeta {
         plan
     }
 
+    /// `plan` cut into at most `n` plans of whole streams with about equal
+    /// numbers of selected rows, in row order, for reading on several
+    /// threads; what they read together is what `plan` reads. Row counts
+    /// (`rows`, `rows_skipped`) stay with the first.
+    pub(crate) fn split(&self, plan: ReadPlan, n: usize) -> Vec<ReadPlan> {
+        let total: usize = plan.streams.iter().map(|s| s.1).sum();
+        if n <= 1 || plan.streams.len() <= 1 {
+            return vec![plan];
+        }
+        let per = total.div_ceil(n).max(1);
+        let mut groups: Vec<Vec<(usize, usize)>> = vec![Vec::new()];
+        let mut acc = 0;
+        for &s in &plan.streams {
+            if acc >= per && groups.len() < n {
+                groups.push(Vec::new());
+                acc = 0;
+            }
+            acc += s.1;
+            groups.last_mut().expect("BUG: no group").push(s);
+        }
+        let mut out = Vec::with_capacity(groups.len());
+        for (g, streams) in groups.into_iter().enumerate() {
+            let first = &self.streams[streams[0].0];
+            let last = &self.streams[streams[streams.len() - 1].0];
+            let (lo, hi) = (first.first_row, last.first_row + last.rows);
+            let selection = plan
+                .selection
+                .iter()
+                .filter(|r| r.start < hi && r.end > lo)
+                .map(|r| r.start.max(lo)..r.end.min(hi))
+                .collect();
+            out.push(ReadPlan {
+                streams,
+                selection,
+                rows: if g == 0 { plan.rows } else { 0 },
+                rows_skipped: if g == 0 { plan.rows_skipped } else { 0 },
+                start_ns: plan.start_ns,
+                end_ns: plan.end_ns,
+            });
+        }
+        out
+    }
+
+    /// Selected rows of a plan.
+    pub(crate) fn selected_rows(plan: &ReadPlan) -> usize {
+        plan.streams.iter().map(|s| s.1).sum()
+    }
+
     /// Whether rows from `row` on may hold timestamps in `[start_ns,
     /// end_ns)` by the timestamp pages' bounds, and up to which row (at most
     /// `until`) that answer holds: a run of pages that all may, or all

@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use miru_model::{Labels, LogEntry, LogStreamWrite, Matcher, TenantId};
 use object_store::{ObjectStoreExt, PutPayload, path::Path};
 
 use super::blooms::{NeedleKeys, PartBlooms, metadata_keys, needle_keys};
 use super::head::{LogHead, sort_dedup_entries};
-use super::part_read::{LogPartMeta, RangeReader, Scanned};
+use super::part_read::{LogPartMeta, RangeReader, ReadPlan, Scanned};
 use super::part_write::write_part;
 use super::{
     BLOOMS_SUFFIX, FrozenLogs, LogAppendLimits, LogAppendResult, LogChunkStats, LogReadHints,
@@ -48,6 +49,11 @@ pub struct LogSelection {
 }
 
 const NS_PER_MS: i64 = 1_000_000;
+
+/// Selected rows below which a part's read is not cut for several
+/// threads: a thread hand-off and a second pass over shared pages cost
+/// more than decoding a few blocks.
+const SPLIT_MIN_ROWS: usize = 16_384;
 
 impl Storage {
     fn log_head(&self, tenant: &TenantId) -> Arc<Mutex<LogHead>> {
@@ -234,18 +240,22 @@ impl Storage {
         let mut by_stream: HashMap<Labels, Vec<LogEntry>> = HashMap::new();
         let parts = self.log_parts_in(tenant, start_ns, end_ns);
         sel.parts_overlapping = parts.len() as u64;
-        let mut scanned = Scanned::default();
         let mut line_keys = NeedleKeys::default();
         for n in &hints.line_contains {
             line_keys.extend(needle_keys(n));
         }
+        // First what to read of each part (footers and filters come from
+        // caches), then the reads, on several threads when allowed.
+        let threads = hints.threads.max(1);
+        let mut reads: Vec<(Arc<LogPartMeta>, RangeReader, ReadPlan)> = Vec::new();
         for e in &parts {
             let mut fetched = 0;
             let meta = self.log_part_meta(e, &mut fetched).await?;
+            sel.part_bytes_fetched += fetched;
             if meta.matching(matchers, start_ns, end_ns).next().is_none() {
-                sel.part_bytes_fetched += fetched;
                 continue;
             }
+            let mut fetched = 0;
             let blooms = if meta.block_rows.is_some() && !hints.is_empty() {
                 // Filters cut at another block size than the footer says
                 // are not trusted.
@@ -255,6 +265,7 @@ impl Storage {
             } else {
                 None
             };
+            sel.part_bytes_fetched += fetched;
             let may_match = |block: usize, labels: &Labels| {
                 let Some(b) = &blooms else { return true };
                 if !b.may_contain_needle(block, &line_keys) {
@@ -270,17 +281,60 @@ impl Storage {
             sel.part_rows_skipped += plan.rows_skipped;
             sel.parts_read += 1;
             sel.part_bytes += e.size;
-            let reader = self.range_reader(e);
-            let got = meta
-                .read(reader.clone(), &plan, hints, &mut scanned, budget)
-                .await;
+            let pieces = (LogPartMeta::selected_rows(&plan) / SPLIT_MIN_ROWS).clamp(1, threads);
+            for plan in meta.split(plan, pieces) {
+                reads.push((Arc::clone(&meta), self.range_reader(e), plan));
+            }
+        }
+        let mut scanned = Scanned::default();
+        let mut add = |reader: &RangeReader,
+                       got: Result<Vec<(Labels, Vec<LogEntry>)>, StorageError>,
+                       part_scanned: Scanned|
+         -> Result<(), StorageError> {
             let n = reader.fetched.load(Ordering::Relaxed);
-            self.observe_reader(&reader, u64::from(n > 0));
-            sel.part_bytes_fetched += fetched + n;
+            self.observe_reader(reader, u64::from(n > 0));
+            sel.part_bytes_fetched += n;
+            scanned.entries += part_scanned.entries;
+            scanned.line_bytes += part_scanned.line_bytes;
             for (labels, entries) in got? {
                 // Bytes were charged as the part was decoded.
                 budget.charge_stream(&labels)?;
                 by_stream.entry(labels).or_default().extend(entries);
+            }
+            Ok(())
+        };
+        if threads == 1 || reads.len() <= 1 {
+            for (meta, reader, plan) in reads {
+                let mut part_scanned = Scanned::default();
+                let got = meta
+                    .read(reader.clone(), &plan, hints, &mut part_scanned, budget)
+                    .await;
+                add(&reader, got, part_scanned)?;
+            }
+        } else {
+            // Decoding is CPU work: it runs on blocking threads, `threads`
+            // reads at a time, results taken in order.
+            let hints = Arc::new(hints.clone());
+            let mut done = futures::stream::iter(reads)
+                .map(|(meta, reader, plan)| {
+                    let (hints, budget) = (Arc::clone(&hints), budget.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let mut part_scanned = Scanned::default();
+                        let got = tokio::runtime::Handle::current().block_on(meta.read(
+                            reader.clone(),
+                            &plan,
+                            &hints,
+                            &mut part_scanned,
+                            &budget,
+                        ));
+                        (reader, got, part_scanned)
+                    })
+                })
+                .buffered(threads);
+            while let Some(joined) = done.next().await {
+                let (reader, got, part_scanned) =
+                    joined.expect("BUG: logs part read thread panicked");
+                add(&reader, got, part_scanned)?;
             }
         }
         let head = self.read_log_heads().get(tenant).map(Arc::clone);
