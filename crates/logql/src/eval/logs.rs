@@ -1,11 +1,11 @@
 //! Log queries: the selected lines after the pipeline, `limit` of them in
 //! `direction` order, grouped into streams by their final labels.
 
-use miru_model::Labels;
+use miru_model::{Labels, LogEntry};
 
 use super::Budget;
 use super::QueryContext;
-use super::select::{check_selector, run_entry};
+use super::select::{check_selector, run_entry, split_streams, threads_for};
 use crate::HashMap;
 use crate::error::QueryError;
 use crate::pipeline::labels::{Category, LabelSet};
@@ -49,29 +49,36 @@ pub(super) fn eval_logs(
     let mut kept = 0u64;
     while let Some((start_ns, end_ns)) = slices.next(kept) {
         let req = hints.request(log, start_ns, end_ns, true);
-        for item in src.select(&req)? {
-            let (stream_labels, entries) = item?;
-            ctx.check()?;
-            let base = LabelSet::from_stream(&stream_labels);
-            for e in &entries {
-                let Some((line, labels)) = run_entry(&pipeline, &base, e) else {
-                    continue;
-                };
-                budget.add_samples(1)?;
-                kept += 1;
-                lines.push((
-                    labels.to_labels(),
-                    LogLine {
-                        timestamp_ns: e.timestamp_ns,
-                        line,
-                        stream_labels: labels.category_labels(Category::Stream),
-                        structured_metadata: labels.category_labels(Category::Metadata),
-                        parsed: labels.category_labels(Category::Parsed),
-                    },
-                ));
-            }
-            // Keep memory bounded by the limit: only the best `limit` lines can win.
-            if lines.len() > q.limit.saturating_mul(2).max(1024) {
+        let streams: Vec<(Labels, Vec<LogEntry>)> = src.select(&req)?.collect::<Result<_, _>>()?;
+        // The pipeline runs over contiguous runs of streams, one per
+        // thread; the runs' lines, taken in order, are those one pass over
+        // the streams keeps (ties in time keep their order).
+        let allowance = budget.samples_left();
+        let chunks = split_streams(&streams, threads_for(&streams, budget.parallelism()));
+        let run = |part: &[(Labels, Vec<LogEntry>)]| keep_lines(&pipeline, part, q, ctx, allowance);
+        let locals: Vec<Result<Kept, QueryError>> = if chunks.len() <= 1 {
+            vec![run(&streams)]
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = chunks
+                    .iter()
+                    .map(|r| {
+                        let (run, part) = (&run, &streams[r.clone()]);
+                        scope.spawn(move || run(part))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("BUG: log pipeline thread panicked"))
+                    .collect()
+            })
+        };
+        for local in locals {
+            let local = local?;
+            budget.add_samples(local.count)?;
+            kept += local.count as u64;
+            lines.extend(local.lines);
+            if lines.len() > trim_above(q) {
                 trim(&mut lines, q);
             }
         }
@@ -95,6 +102,60 @@ pub(super) fn eval_logs(
         streams[i].entries.push(line);
     }
     Ok(Value::Streams(streams))
+}
+
+/// Lines one run of streams kept, the best `limit` of them at most past
+/// [`trim_above`], and how many passed the pipeline.
+struct Kept {
+    lines: Vec<(Labels, LogLine)>,
+    count: usize,
+}
+
+/// Keeps memory bounded by the limit: only the best `limit` lines can win.
+fn trim_above(q: &LogQuery) -> usize {
+    q.limit.saturating_mul(2).max(1024)
+}
+
+/// Runs the pipeline over `streams`; stops past `allowance` lines (the
+/// caller's count then names the limit).
+fn keep_lines(
+    pipeline: &Pipeline,
+    streams: &[(Labels, Vec<LogEntry>)],
+    q: &LogQuery,
+    ctx: &QueryContext,
+    allowance: usize,
+) -> Result<Kept, QueryError> {
+    let mut out = Kept {
+        lines: Vec::new(),
+        count: 0,
+    };
+    for (stream_labels, entries) in streams {
+        ctx.check()?;
+        let base = LabelSet::from_stream(stream_labels);
+        for e in entries {
+            let Some((line, labels)) = run_entry(pipeline, &base, e) else {
+                continue;
+            };
+            out.count += 1;
+            if out.count > allowance {
+                return Ok(out);
+            }
+            out.lines.push((
+                labels.to_labels(),
+                LogLine {
+                    timestamp_ns: e.timestamp_ns,
+                    line,
+                    stream_labels: labels.category_labels(Category::Stream),
+                    structured_metadata: labels.category_labels(Category::Metadata),
+                    parsed: labels.category_labels(Category::Parsed),
+                },
+            ));
+        }
+        if out.lines.len() > trim_above(q) {
+            trim(&mut out.lines, q);
+        }
+    }
+    Ok(out)
 }
 
 /// The query's range in the order it is read, from the end backward

@@ -37,7 +37,7 @@ pub struct EngineOptions {
     pub max_samples: usize,
     /// Steps a range query may have.
     pub max_steps: usize,
-    /// Threads a metric query may run its pipeline on (streams split among
+    /// Threads a query may run its pipeline on (streams split among
     /// them); 0 = one per core.
     pub parallelism: usize,
 }
@@ -678,6 +678,88 @@ mod tests {
             "{:?}",
             m.iter().map(|s| &s.labels).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn log_queries_give_the_same_lines_on_any_number_of_threads() {
+        // Streams of uneven sizes whose lines share 50 timestamps, so the
+        // limit cuts through lines of equal time, and every query reads
+        // them all in one slice (split among threads).
+        let mut src = MemorySource::new();
+        for (app, n) in [
+            ("a", 9_000),
+            ("b", 1),
+            ("c", 12_000),
+            ("d", 500),
+            ("e", 8_000),
+        ] {
+            let l = Labels::from_pairs([("app", app)]);
+            for k in 0..n {
+                src.push(
+                    &l,
+                    LogEntry {
+                        timestamp_ns: i64::from(k % 50) * 1_000_000_000,
+                        line: format!(
+                            "level={} took={} app={app} k={k}",
+                            ["info", "warn"][k as usize % 2],
+                            k % 97
+                        ),
+                        structured_metadata: Vec::new(),
+                    },
+                );
+            }
+        }
+        let ctx = QueryContext::default();
+        let run = |threads: usize, max_samples: usize, query: &str, limit: usize, direction| {
+            Engine::new(EngineOptions {
+                parallelism: threads,
+                max_samples,
+                ..EngineOptions::default()
+            })
+            .logs(
+                &src,
+                query,
+                &LogQuery {
+                    start_ns: 0,
+                    end_ns: 5_000_000_000_000,
+                    limit,
+                    direction,
+                },
+                &ctx,
+            )
+        };
+        for (query, limit) in [
+            (r#"{app=~".+"} | logfmt | took > 90"#, 100),
+            (r#"{app=~".+"} |= "warn""#, 5_000),
+            (r#"{app=~".+"}"#, 30),
+        ] {
+            for direction in [Direction::Backward, Direction::Forward] {
+                let one = run(1, 1_000_000, query, limit, direction);
+                let Ok(Value::Streams(s)) = &one else {
+                    panic!("{query}: {one:?}");
+                };
+                assert_eq!(
+                    s.iter().map(|s| s.entries.len()).sum::<usize>(),
+                    limit,
+                    "{query}"
+                );
+                for threads in [2, 3, 4] {
+                    assert_eq!(
+                        run(threads, 1_000_000, query, limit, direction),
+                        one,
+                        "{query} on {threads} threads"
+                    );
+                }
+            }
+        }
+        // The entry limit holds however the streams are split.
+        for threads in [1, 2, 4] {
+            let r = run(threads, 1_000, r#"{app=~".+"}"#, 5_000, Direction::Backward);
+            assert!(
+                matches!(r, Err(QueryError::TooManySamples { limit: 1_000 })),
+                "{r:?}"
+            );
+        }
     }
 
     #[test]

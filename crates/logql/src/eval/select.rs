@@ -321,7 +321,7 @@ const PARALLEL_MIN_ENTRIES: usize = 16_384;
 
 /// Threads for a selection: `parallelism` (0: one per core), fewer for
 /// few streams, one for a small selection.
-fn threads_for(streams: &[(Labels, Vec<LogEntry>)], parallelism: usize) -> usize {
+pub(super) fn threads_for(streams: &[(Labels, Vec<LogEntry>)], parallelism: usize) -> usize {
     let entries: usize = streams.iter().map(|(_, e)| e.len()).sum();
     if entries < PARALLEL_MIN_ENTRIES {
         return 1;
@@ -335,7 +335,10 @@ fn threads_for(streams: &[(Labels, Vec<LogEntry>)], parallelism: usize) -> usize
 
 /// Contiguous index ranges of `streams`, `n` at most, of about equal
 /// entry counts.
-fn split_streams(streams: &[(Labels, Vec<LogEntry>)], n: usize) -> Vec<std::ops::Range<usize>> {
+pub(super) fn split_streams(
+    streams: &[(Labels, Vec<LogEntry>)],
+    n: usize,
+) -> Vec<std::ops::Range<usize>> {
     let total: usize = streams.iter().map(|(_, e)| e.len()).sum();
     let per = total.div_ceil(n.max(1)).max(1);
     let mut out = Vec::with_capacity(n);
