@@ -552,20 +552,22 @@ mod tests {
         assert_eq!(read, all);
     }
 
+    /// Stream names and entry counts of uneven sizes, 40k entries in all:
+    /// above the size at which a selection is split among threads.
+    const UNEVEN_STREAMS: [(&str, i32); 7] = [
+        ("a", 9_000),
+        ("b", 1),
+        ("c", 12_000),
+        ("d", 500),
+        ("e", 8_000),
+        ("f", 6_000),
+        ("g", 4_499),
+    ];
+
     #[test]
     fn metric_queries_give_the_same_answer_on_any_number_of_threads() {
         let mut src = MemorySource::new();
-        // 7 streams of uneven sizes, 40k entries in all: above the size
-        // at which a selection is split among threads.
-        for (app, n) in [
-            ("a", 9_000),
-            ("b", 1),
-            ("c", 12_000),
-            ("d", 500),
-            ("e", 8_000),
-            ("f", 6_000),
-            ("g", 4_499),
-        ] {
+        for &(app, n) in &UNEVEN_STREAMS {
             let l = Labels::from_pairs([
                 ("app", app),
                 ("env", if n % 2 == 0 { "prod" } else { "dev" }),
@@ -686,13 +688,7 @@ mod tests {
         // limit cuts through lines of equal time, and every query reads
         // them all in one slice (split among threads).
         let mut src = MemorySource::new();
-        for (app, n) in [
-            ("a", 9_000),
-            ("b", 1),
-            ("c", 12_000),
-            ("d", 500),
-            ("e", 8_000),
-        ] {
+        for &(app, n) in &UNEVEN_STREAMS[..5] {
             let l = Labels::from_pairs([("app", app)]);
             for k in 0..n {
                 src.push(
