@@ -254,6 +254,13 @@ pub(crate) struct ReadPlan {
     end_ns: i64,
 }
 
+impl ReadPlan {
+    /// Rows the plan decodes, over all its streams.
+    pub(crate) fn selected_rows(&self) -> usize {
+        self.streams.iter().map(|s| s.1).sum()
+    }
+}
+
 impl LogPartMeta {
     /// Reads the footer through `reader`.
     pub(crate) async fn load(
@@ -411,11 +418,10 @@ impl LogPartMeta {
     /// threads; what they read together is what `plan` reads. Row counts
     /// (`rows`, `rows_skipped`) stay with the first.
     pub(crate) fn split(&self, plan: ReadPlan, n: usize) -> Vec<ReadPlan> {
-        let total: usize = plan.streams.iter().map(|s| s.1).sum();
         if n <= 1 || plan.streams.len() <= 1 {
             return vec![plan];
         }
-        let per = total.div_ceil(n).max(1);
+        let per = plan.selected_rows().div_ceil(n).max(1);
         let mut groups: Vec<Vec<(usize, usize)>> = vec![Vec::new()];
         let mut acc = 0;
         for &s in &plan.streams {
@@ -447,11 +453,6 @@ impl LogPartMeta {
             });
         }
         out
-    }
-
-    /// Selected rows of a plan.
-    pub(crate) fn selected_rows(plan: &ReadPlan) -> usize {
-        plan.streams.iter().map(|s| s.1).sum()
     }
 
     /// Whether rows from `row` on may hold timestamps in `[start_ns,

@@ -281,7 +281,7 @@ impl Storage {
             sel.part_rows_skipped += plan.rows_skipped;
             sel.parts_read += 1;
             sel.part_bytes += e.size;
-            let pieces = (LogPartMeta::selected_rows(&plan) / SPLIT_MIN_ROWS).clamp(1, threads);
+            let pieces = (plan.selected_rows() / SPLIT_MIN_ROWS).clamp(1, threads);
             for plan in meta.split(plan, pieces) {
                 reads.push((Arc::clone(&meta), self.range_reader(e), plan));
             }
