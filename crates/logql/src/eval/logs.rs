@@ -144,7 +144,7 @@ fn keep_lines(
                 labels.to_labels(),
                 LogLine {
                     timestamp_ns: e.timestamp_ns,
-                    line,
+                    line: line.into_owned(),
                     stream_labels: labels.category_labels(Category::Stream),
                     structured_metadata: labels.category_labels(Category::Metadata),
                     parsed: labels.category_labels(Category::Parsed),

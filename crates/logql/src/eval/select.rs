@@ -2,6 +2,8 @@
 //! entry and turns the kept ones into samples (1 per line, its bytes, or
 //! the unwrapped value), grouped into series by their final labels.
 
+use std::borrow::Cow;
+
 use miru_model::{Label, Labels, LogEntry, Matcher};
 
 use super::{Budget, QueryContext};
@@ -41,16 +43,16 @@ pub(super) fn group_labels(labels: &Labels, g: &Grouping) -> Labels {
 }
 
 /// Runs one entry through the pipeline; the labels of the kept line.
-pub(super) fn run_entry(
+pub(super) fn run_entry<'e>(
     pipeline: &Pipeline,
     stream: &LabelSet,
-    entry: &miru_model::LogEntry,
-) -> Option<(String, LabelSet)> {
+    entry: &'e miru_model::LogEntry,
+) -> Option<(Cow<'e, str>, LabelSet)> {
     let mut labels = stream.clone();
     for (k, v) in &entry.structured_metadata {
         labels.add_metadata(k, v);
     }
-    let mut line = entry.line.clone();
+    let mut line = Cow::Borrowed(entry.line.as_str());
     pipeline
         .process(entry.timestamp_ns, &mut line, &mut labels)
         .then_some((line, labels))

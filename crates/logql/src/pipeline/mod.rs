@@ -13,6 +13,7 @@ pub(crate) mod pattern;
 pub(crate) mod regexp;
 pub(crate) mod template;
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use labels::LabelSet;
@@ -138,8 +139,9 @@ impl Pipeline {
         })
     }
 
-    /// Runs the stages over one line; `false` drops it.
-    pub fn process(&self, ts_ns: i64, line: &mut String, labels: &mut LabelSet) -> bool {
+    /// Runs the stages over one line; `false` drops it. The line is copied
+    /// only by a stage that changes it.
+    pub fn process(&self, ts_ns: i64, line: &mut Cow<'_, str>, labels: &mut LabelSet) -> bool {
         for s in &self.stages {
             match s {
                 CStage::Line(f) => {
@@ -170,7 +172,7 @@ impl Pipeline {
                         line,
                         ts_ns,
                     }) {
-                        Ok(s) => *line = s,
+                        Ok(s) => *line = Cow::Owned(s),
                         Err(e) => labels.set_error(TEMPLATE_ERR, e),
                     }
                 }
@@ -195,7 +197,7 @@ impl Pipeline {
                 }),
                 CStage::Decolorize => {
                     if line.contains(['\x1b', '\u{9b}']) {
-                        *line = ansi().replace_all(line, "").into_owned();
+                        *line = Cow::Owned(ansi().replace_all(line, "").into_owned());
                     }
                 }
             }
